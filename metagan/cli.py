@@ -1,0 +1,149 @@
+"""The `metagan` command line: thin subcommands over the library; bad input exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError
+from .data import DataError
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .config import build_config, load_config, parse_override, to_dict
+    from .loop import Diverged
+    from .run import LAST, train
+
+    if args.resume:
+        if args.config is not None:
+            raise ConfigError("--resume DIR continues a run with its own config.yaml; "
+                              "give no CONFIG")
+        out = Path(args.resume)
+        if not (out / LAST).is_dir():
+            raise ConfigError(f"--resume: {out} has no checkpoint to resume from ({LAST})")
+        saved, _, _ = load_checkpoint(out / LAST)
+        cfg = build_config(to_dict(saved), dict(parse_override(o) for o in args.set))
+    else:
+        if args.config is None:
+            raise ConfigError("train: give a CONFIG.yaml (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    bar = tqdm(total=cfg.train.iterations, desc=cfg.meta.algorithm, unit="it",
+               disable=args.quiet, dynamic_ncols=True)
+
+    def on_step(m: dict) -> None:
+        if bar.n == 0 and m["iteration"] > 1:
+            bar.update(m["iteration"] - 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{m.get('loss', float('nan')):.3f}",
+                        acc=f"{m.get('accuracy', float('nan')):.3f}",
+                        tasks_s=f"{m['tasks_per_s']:.0f}", refresh=False)
+
+    try:
+        result = train(cfg, out, resume=bool(args.resume), on_step=on_step)
+    except Diverged as e:
+        bar.close()
+        print(f"diverged: {e}; recorded in {out / 'result.json'}", file=sys.stderr)
+        return EXIT_DIVERGED
+    bar.close()
+    print(json.dumps(result, indent=2))
+    print(f"run written to {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .loop import EpisodeLoop
+    from .meta import REGISTRY
+
+    path = Path(args.checkpoint)
+    if (path / "checkpoints" / "last").is_dir():  # a run directory
+        path = path / "checkpoints" / "last"
+    cfg, state, _ = load_checkpoint(path)
+    ways = args.ways or cfg.task.ways
+    if REGISTRY[cfg.meta.algorithm].head_size(ways) is not None and ways != cfg.task.ways:
+        raise ConfigError(f"--ways: {cfg.meta.algorithm} has a {cfg.task.ways}-way classifier "
+                          f"head; it can only be evaluated on {cfg.task.ways}-way tasks")
+    for name in ("episodes", "ways", "shots"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name}: must be positive, got {value}")
+    loop = EpisodeLoop(cfg)
+    loop.load_state_dict(state)
+    result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots)
+    result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
+                  iteration=loop.iteration)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    from .data import omniglot
+
+    for path in omniglot.download(args.sets, args.dest):
+        print(f"verified {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    p = argparse.ArgumentParser(prog="metagan", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="meta-train one configuration")
+    t.add_argument("config", nargs="?", help="run config YAML (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted config key, e.g. train.iterations=100")
+    t.add_argument("--out", help="run directory (default runs/<config>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="few-shot accuracy of a checkpoint")
+    e.add_argument("checkpoint", help="checkpoint directory or run directory")
+    e.add_argument("--episodes", type=int, default=600)
+    e.add_argument("--ways", type=int)
+    e.add_argument("--shots", type=int)
+    e.add_argument("--split", choices=["train", "val", "test"], default="test")
+    e.set_defaults(func=_evaluate)
+
+    d = sub.add_parser("data", help="datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="download and verify the official Omniglot zips")
+    dl.add_argument("--dest", default="data/omniglot")
+    dl.add_argument("--sets", nargs="+", default=["images_background", "images_evaluation"])
+    dl.set_defaults(func=_data_download)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `metagan` console script."""
+    from .runtime import tune_allocator
+
+    args = build_parser().parse_args(argv)
+    tune_allocator()
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

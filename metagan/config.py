@@ -1,0 +1,318 @@
+"""Typed run configuration: frozen dataclasses read from YAML and validated in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input: a malformed file, an unknown key, a wrong type or an impossible value."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are split into meta-train / meta-val / meta-test."""
+
+    # bundled: the two Omniglot minimal background splits shipped in the package;
+    # omniglot: the full official zips in `root` (meta-test = the evaluation alphabets);
+    # folder: a user's own `root/<class>/*.png|jpg`.
+    source: Literal["bundled", "omniglot", "folder"] = "bundled"
+    root: str | None = None
+    image_size: int = 28
+    rotations: bool = True  # 90/180/270-degree rotations as extra classes
+    split_seed: int = 0
+    val_groups: int = 1  # alphabets (or class folders) held out for meta-validation
+    test_groups: int = 2  # alphabets held out for meta-test (bundled / folder sources)
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The N-way K-shot episode shape."""
+
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 32
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The conv4 backbone."""
+
+    hidden: int = 64
+    depth: int = 4
+    downsample: Literal["stride", "maxpool"] = "stride"
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """The meta-learner and its inner loop (inner_* fields are unused by protonet)."""
+
+    algorithm: Literal["maml", "fomaml", "reptile", "protonet"] = "protonet"
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    eval_inner_steps: int | None = None  # default: inner_steps
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The outer (meta) optimiser."""
+
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_halve_every: int = 0  # halve the lr every N iterations (0 = constant), as in ProtoNet
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Length, seed, device and the loop's bookkeeping."""
+
+    iterations: int = 1000
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    eval_episodes: int = 100
+    test_episodes: int = 600
+    checkpoint_every: int = 0  # 0 = only at the end
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: what `metagan train` reads and writes back as config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: dict -> dataclass, rejecting unknown keys and wrong types with the field's dotted name.
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against type `tp`, converting only what is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug in this module
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown key (allowed in {where or 'the top level'}: "
+                          f"{', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready data."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `--set dotted.key=value` (the value is read as YAML: 3, 0.1, true, [1, 2])."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.iterations=100")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot read value {raw!r}: {e}") from None
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of nested `data` with dotted-key values set."""
+    out = _deepcopy(data)
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a ConfigError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Config:
+    """Config from nested data plus dotted overrides, fully validated."""
+    cfg = from_dict(Config, apply_overrides(dict(data), overrides or {}))
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a run config file."""
+    parsed = dict(parse_override(o) for o in overrides or [])
+    return build_config(read_yaml(path), parsed)
+
+
+def _positive(where: str, value: float | int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value}")
+
+
+def _non_negative(where: str, value: float | int) -> None:
+    if value < 0:
+        raise ConfigError(f"{where}: must be >= 0, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Every check that needs no data: values in range and paths that must exist."""
+    d = cfg.data
+    _positive("data.image_size", d.image_size)
+    if d.image_size < 8:
+        raise ConfigError(f"data.image_size: must be at least 8, got {d.image_size}")
+    _non_negative("data.val_groups", d.val_groups)
+    _non_negative("data.test_groups", d.test_groups)
+    if d.source in ("omniglot", "folder"):
+        if d.root is None:
+            raise ConfigError(f"data.root: required when data.source is {d.source!r}")
+        if not Path(d.root).expanduser().is_dir():
+            raise ConfigError(f"data.root: dataset path {d.root} does not exist")
+    elif d.root is not None:
+        raise ConfigError("data.root: only used with data.source omniglot or folder")
+    t = cfg.task
+    for name in ("ways", "shots", "queries", "meta_batch"):
+        _positive(f"task.{name}", getattr(t, name))
+    if t.ways < 2:
+        raise ConfigError(f"task.ways: a task needs at least 2 classes, got {t.ways}")
+    m = cfg.model
+    _positive("model.hidden", m.hidden)
+    _positive("model.depth", m.depth)
+    if m.downsample == "maxpool" and d.image_size >> m.depth < 1:
+        raise ConfigError(f"model.depth: {m.depth} poolings shrink a {d.image_size}px image "
+                          "to nothing")
+    me = cfg.meta
+    _positive("meta.inner_lr", me.inner_lr)
+    _positive("meta.inner_steps", me.inner_steps)
+    if me.eval_inner_steps is not None:
+        _positive("meta.eval_inner_steps", me.eval_inner_steps)
+    o = cfg.optim
+    _positive("optim.lr", o.lr)
+    _non_negative("optim.weight_decay", o.weight_decay)
+    _non_negative("optim.lr_halve_every", o.lr_halve_every)
+    tr = cfg.train
+    _positive("train.iterations", tr.iterations)
+    _positive("train.log_every", tr.log_every)
+    _positive("train.eval_episodes", tr.eval_episodes)
+    _positive("train.test_episodes", tr.test_episodes)
+    _non_negative("train.eval_every", tr.eval_every)
+    _non_negative("train.checkpoint_every", tr.checkpoint_every)
+    _non_negative("train.threads", tr.threads)
+    if not (tr.device in ("cpu", "cuda", "auto") or tr.device.startswith("cuda:")):
+        raise ConfigError(f"train.device: expected cpu, cuda, cuda:N or auto, got {tr.device!r}")
+
+
+def dump_yaml(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

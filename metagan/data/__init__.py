@@ -1,0 +1,54 @@
+"""Datasets for few-shot learning: Omniglot zips, image folders, alphabet-disjoint splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DataConfig
+from . import omniglot
+from .folder import load_folder
+from .images import DataError, ImageSet, split_groups, with_rotations
+
+__all__ = ["DataError", "ImageSet", "Splits", "load_splits"]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Meta-train / meta-val / meta-test image sets and the groups each was drawn from."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    groups: dict[str, list[str]]
+
+    def get(self, split: str) -> ImageSet:
+        """The image set of a split by name."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r} (train, val or test)")
+        return getattr(self, split)
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the configured source and split it by group (alphabet), never mixing alphabets."""
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    if cfg.source == "bundled":
+        full = omniglot.load_zips(omniglot.bundled_paths(), cfg.image_size, cache)
+        test_set = None
+    elif cfg.source == "omniglot":
+        root = Path(cfg.root).expanduser()
+        full = omniglot.load_zips([root / "images_background.zip"], cfg.image_size, cache)
+        # The evaluation alphabets are meta-test only; they never reach train or val.
+        test_set = omniglot.load_zips([root / f"{omniglot.EVALUATION}.zip"], cfg.image_size, cache)
+    else:
+        full = load_folder(cfg.root, cfg.image_size, cache)
+        test_set = None
+    test_count = 0 if test_set is not None else cfg.test_groups
+    groups = split_groups(list(full.groups), cfg.val_groups, test_count, cfg.split_seed)
+    parts = {name: full.select_groups(set(g)) for name, g in groups.items()}
+    if test_set is not None:
+        parts["test"] = test_set
+        groups["test"] = sorted(set(test_set.groups))
+    if cfg.rotations:
+        parts = {name: with_rotations(s) for name, s in parts.items()}
+    return Splits(parts["train"], parts["val"], parts["test"], groups)

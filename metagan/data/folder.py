@@ -1,0 +1,50 @@
+"""A user's own image folder, `root/<class>/*.png|jpg`, read into an ImageSet."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import DataError, ImageSet, cached_image_set, default_cache_dir
+
+EXTENSIONS = {".png", ".jpg", ".jpeg"}
+
+
+def _files(root: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in EXTENSIONS)
+        if files:
+            classes[d.name] = files
+    if not classes:
+        raise DataError(f"{root}: no class folders with .png/.jpg images (expected root/<class>/*.png)")
+    return classes
+
+
+def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None) -> ImageSet:
+    """Read `root/<class>/*` as grayscale (white = 255) images, one group per class folder."""
+    root = Path(root).expanduser()
+    classes = _files(root)
+    h = hashlib.sha256(f"folder-{size}".encode())
+    for name, files in classes.items():
+        for f in files:
+            st = f.stat()
+            h.update(f"{name}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+
+    def build() -> ImageSet:
+        images, labels = [], []
+        for c, files in enumerate(classes.values()):
+            for f in files:
+                try:
+                    img = Image.open(f).convert("L").resize((size, size), Image.Resampling.BILINEAR)
+                except OSError as e:
+                    raise DataError(f"{f}: not a readable image: {e}") from None
+                images.append(np.asarray(img, dtype=np.uint8))
+                labels.append(c)
+        names = tuple(classes)
+        return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), names, names)
+
+    return cached_image_set(cache_dir or default_cache_dir(), f"folder-{h.hexdigest()[:20]}", build)

@@ -1,0 +1,14 @@
+"""Meta-learners behind one interface, found by name in a registry."""
+
+from torch import nn
+
+from ..config import MetaConfig
+from . import maml, protonet, reptile  # noqa: F401  (registration)
+from .base import REGISTRY, MetaLearner, Phase, PhaseOutput, accuracy
+
+__all__ = ["REGISTRY", "MetaLearner", "Phase", "PhaseOutput", "accuracy", "build_learner"]
+
+
+def build_learner(cfg: MetaConfig, model: nn.Module) -> MetaLearner:
+    """The registered meta-learner named by cfg.algorithm, wrapping `model`."""
+    return REGISTRY[cfg.algorithm](model, cfg)

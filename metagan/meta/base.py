@@ -1,0 +1,103 @@
+"""The meta-learner interface, the phase abstraction the episode loop runs, and a registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MetaConfig
+from ..data.episodes import Episode
+
+
+@dataclass
+class PhaseOutput:
+    """What one phase hands back: the scalar to differentiate and metrics to log."""
+
+    objective: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Phase:
+    """One optimiser update per meta-iteration: `loss(episode)` -> backward -> step on `params`."""
+
+    name: str
+    params: list[nn.Parameter]
+    loss: Callable[[Episode], PhaseOutput]
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean accuracy over all leading dimensions; logits [..., C], labels [...]."""
+    return (logits.argmax(-1) == labels).float().mean()
+
+
+def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over every task and query: logits [B, n, C], labels [B, n]."""
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten())
+
+
+class MetaLearner(nn.Module):
+    """A few-shot learner over a `torch.nn.Module`.
+
+    adapt(support) -> per-task state; predict(state, query) -> logits; meta_loss(episode) ->
+    PhaseOutput whose objective's gradient is the meta-gradient. All methods take a meta-batch:
+    tensors carry a leading task dimension B.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, model: nn.Module, cfg: MetaConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, ways: int,
+              steps: int | None = None) -> Any:
+        """Per-task adapted state from support sets [B, n, ...]."""
+        raise NotImplementedError
+
+    def predict(self, adapted: Any, query_x: torch.Tensor) -> torch.Tensor:
+        """Query logits [B, m, ways] under the adapted state."""
+        raise NotImplementedError
+
+    def meta_loss(self, episode: Episode) -> PhaseOutput:
+        """The meta-training objective on one meta-batch (default: query loss after adapt)."""
+        adapted = self.adapt(episode.support_x, episode.support_y, episode.ways)
+        logits = self.predict(adapted, episode.query_x)
+        loss = task_cross_entropy(logits, episode.query_y)
+        return PhaseOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits, episode.query_y)})
+
+    def phases(self) -> list[Phase]:
+        """The updates of one meta-iteration: a single meta-update for plain meta-learners."""
+        return [Phase("meta", list(self.parameters()), self.meta_loss)]
+
+    def task_accuracy(self, episode: Episode, steps: int | None = None) -> torch.Tensor:
+        """Per-task query accuracy [B] after adapting to each support set (for evaluation)."""
+        adapted = self.adapt(episode.support_x, episode.support_y, episode.ways,
+                             steps or self.cfg.eval_inner_steps or self.cfg.inner_steps)
+        logits = self.predict(adapted, episode.query_x)
+        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
+
+    @classmethod
+    def head_size(cls, ways: int) -> int | None:
+        """Size of the model's classifier head, or None for metric-based learners."""
+        return ways
+
+
+REGISTRY: dict[str, type[MetaLearner]] = {}
+
+
+def register(name: str) -> Callable[[type[MetaLearner]], type[MetaLearner]]:
+    """Class decorator adding a meta-learner to the registry under `name`."""
+
+    def wrap(cls: type[MetaLearner]) -> type[MetaLearner]:
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return wrap

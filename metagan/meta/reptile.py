@@ -1,0 +1,39 @@
+"""Reptile (Nichol et al. 2018): move the initialisation towards each task's adapted weights."""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call, vmap
+
+from ..data.episodes import Episode
+from .base import PhaseOutput, accuracy, register, task_cross_entropy
+from .maml import MAML, Params, sgd_adapt
+
+
+def reptile_objective(params: Params, adapted: Params) -> torch.Tensor:
+    """0.5 * ||theta - mean_b phi_b||^2, whose gradient in theta is the Reptile direction."""
+    return sum(0.5 * (p - adapted[k].mean(0).detach()).pow(2).sum() for k, p in params.items())
+
+
+@register("reptile")
+class Reptile(MAML):
+    """Reptile with an SGD inner loop; the outer optimiser steps along theta - mean(phi)."""
+
+    first_order = True
+
+    def meta_loss(self, episode: Episode) -> PhaseOutput:
+        """Adapt on each task's support and query images together (all of a task's data)."""
+        x = torch.cat([episode.support_x, episode.query_x], dim=1)
+        y = torch.cat([episode.support_y, episode.query_y], dim=1)
+        params = {k: p.detach() for k, p in self.model.named_parameters()}
+
+        def one_task(xt: torch.Tensor, yt: torch.Tensor) -> Params:
+            return sgd_adapt(self.model, params, xt, yt, self.cfg.inner_lr, self.cfg.inner_steps,
+                             first_order=True)
+
+        with torch.no_grad():
+            adapted = vmap(one_task)(x, y)
+            logits = vmap(lambda p, xt: functional_call(self.model, p, (xt,)))(adapted, x)
+        objective = reptile_objective(dict(self.model.named_parameters()), adapted)
+        return PhaseOutput(objective, {"loss": task_cross_entropy(logits, y),
+                                       "accuracy": accuracy(logits, y)})

@@ -1,0 +1,132 @@
+"""The episode loop and `metagan train`: exact resume across processes, evaluation, CLI runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from metagan.checkpoint import load_checkpoint, save_checkpoint
+from metagan.loop import EpisodeLoop
+from metagan.meta import REGISTRY
+
+from .conftest import run_cli, tiny_config, tiny_data, write_yaml
+
+TIMING = {"tasks_per_s", "wall_s", "train_wall_s"}
+
+
+def metric_lines(run: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields, which differ between runs by nature."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in d.items() if k not in TIMING} for d in lines]
+
+
+@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
+def test_resume_in_a_fresh_process_is_exact(algorithm: str, tmp_path: Path) -> None:
+    """2N iterations == N, save, load in a new process, N more: same weights and metrics."""
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data(algorithm, **{"train.iterations": 6,
+                                                                  "train.checkpoint_every": 3}))
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    r = run_cli("train", str(cfg), "--out", str(straight), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train", str(cfg), "--out", str(split), "--quiet", "--set", "train.iterations=3")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "--resume", str(split), "--quiet", "--set", "train.iterations=6")
+    assert r.returncode == 0, r.stderr
+    _, a, _ = load_checkpoint(straight / "checkpoints" / "last")
+    _, b, _ = load_checkpoint(split / "checkpoints" / "last")
+    assert a["iteration"] == b["iteration"] == 6
+    for k, v in a["learner"].items():
+        assert torch.equal(v, b["learner"][k]), k
+    assert torch.equal(a["sampler"]["generator"], b["sampler"]["generator"])
+    # Training metrics of iterations 1..6 agree line by line (the split run's first final
+    # evaluation at iteration 3 is the one extra line).
+    train_a = [d for d in metric_lines(straight) if "loss" in d or "meta/loss" in d]
+    train_b = [d for d in metric_lines(split) if "loss" in d or "meta/loss" in d]
+    assert train_a == train_b and len(train_a) == 6
+    assert metric_lines(straight)[-1] == metric_lines(split)[-1]  # final val/test accuracy
+
+
+def test_in_process_state_dict_round_trip(tmp_path: Path) -> None:
+    cfg = tiny_config("maml")
+    loop = EpisodeLoop(cfg)
+    for _ in range(2):
+        loop.step()
+    save_checkpoint(tmp_path / "ck", cfg, loop.state_dict())
+    expected = [loop.step()["loss"] for _ in range(2)]
+    cfg2, state, _ = load_checkpoint(tmp_path / "ck")
+    fresh = EpisodeLoop(cfg2)
+    fresh.load_state_dict(state)
+    assert [fresh.step()["loss"] for _ in range(2)] == expected
+
+
+def test_checkpoint_holds_only_tensors_and_plain_data(tmp_path: Path) -> None:
+    cfg = tiny_config("fomaml")
+    loop = EpisodeLoop(cfg)
+    loop.step()
+    save_checkpoint(tmp_path / "ck", cfg, loop.state_dict())
+    # weights_only=True refuses pickled modules or classes: this load is the check.
+    state = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert state["iteration"] == 1
+
+
+def test_seed_fixes_a_run() -> None:
+    a = [EpisodeLoop(tiny_config("protonet")).step()["loss"] for _ in range(2)]
+    assert a[0] == a[1]
+    other = EpisodeLoop(tiny_config("protonet", **{"train.seed": 1})).step()["loss"]
+    assert other != a[0]
+
+
+def test_step_metrics_and_evaluate() -> None:
+    loop = EpisodeLoop(tiny_config("maml"))
+    m = loop.step()
+    assert {"loss", "accuracy", "tasks_per_s", "iteration", "lr"} <= set(m)
+    assert m["iteration"] == 1 and m["tasks_per_s"] > 0
+    res = loop.evaluate("test", episodes=10)
+    assert 0 <= res["accuracy"] <= 1 and res["ci95"] >= 0 and res["episodes"] == 10
+    assert loop.evaluate("test", episodes=10) == res  # the same tasks every time
+    assert loop.iteration == 1  # evaluation leaves training untouched
+
+
+def test_lr_halving() -> None:
+    loop = EpisodeLoop(tiny_config("protonet", **{"optim.lr_halve_every": 2, "optim.lr": 0.01}))
+    lrs = [loop.step()["lr"] for _ in range(5)]
+    assert lrs == [0.01, 0.01, 0.005, 0.005, 0.0025]
+
+
+@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
+def test_cli_train_and_evaluate(algorithm: str, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data(algorithm))
+    out = tmp_path / "run"
+    r = run_cli("train", str(cfg), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    for name in ("config.yaml", "splits.json", "metrics.jsonl", "result.json",
+                 "checkpoints/last/state.pt"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "result.json").read_text())
+    assert result["iteration"] == 6 and 0 <= result["test_accuracy"] <= 1
+    r = run_cli("evaluate", str(out), "--episodes", "12", "--shots", "2")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["episodes"] == 12 and ev["shots"] == 2 and ev["iteration"] == 6
+
+
+def test_cli_evaluate_errors(tmp_path: Path) -> None:
+    r = run_cli("evaluate", str(tmp_path))
+    assert r.returncode == 2 and "not a metagan checkpoint" in r.stderr
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data("maml"))
+    run_cli("train", str(cfg), "--out", str(tmp_path / "run"), "--quiet")
+    r = run_cli("evaluate", str(tmp_path / "run"), "--ways", "3")
+    assert r.returncode == 2 and "5-way classifier head" in r.stderr
+    r = run_cli("evaluate", str(tmp_path / "run"), "--episodes", "0")
+    assert r.returncode == 2 and "--episodes: must be positive" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["protonet", "maml", "fomaml", "reptile"])
+def test_example_configs_are_valid(name: str) -> None:
+    from metagan.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.meta.algorithm == name
