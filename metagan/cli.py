@@ -73,7 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if (path / "checkpoints" / "last").is_dir():  # a run directory
         path = path / "checkpoints" / "last"
     cfg, state, _ = load_checkpoint(path)
-    ways = args.ways or cfg.task.ways
+    ways = args.ways or cfg.task.eval_ways or cfg.task.ways
     if REGISTRY[cfg.meta.algorithm].head_size(ways) is not None and ways != cfg.task.ways:
         raise ConfigError(f"--ways: {cfg.meta.algorithm} has a {cfg.task.ways}-way classifier "
                           f"head; it can only be evaluated on {cfg.task.ways}-way tasks")
@@ -87,6 +87,40 @@ def _evaluate(args: argparse.Namespace) -> int:
     result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
                   iteration=loop.iteration)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .gan.evaluation import character_sets
+    from .gan.grid import load_character, save_grid
+    from .loop import EpisodeLoop
+
+    path = Path(args.checkpoint)
+    if (path / "checkpoints" / "last").is_dir():
+        path = path / "checkpoints" / "last"
+    cfg, state, _ = load_checkpoint(path)
+    if args.samples <= 0:
+        raise ConfigError(f"--samples: must be positive, got {args.samples}")
+    loop = EpisodeLoop(cfg)
+    loop.load_state_dict(state)
+    if not hasattr(loop.method, "generate_for"):
+        raise ConfigError(f"{path}: method {cfg.method!r} has no generator to sample from")
+    if args.character:
+        try:
+            support = load_character(args.character, cfg.data.image_size)[: cfg.gan.eval_shots]
+        except FileNotFoundError as e:
+            raise ConfigError(f"--character: {e}") from None
+    else:  # an unseen character of the meta-test alphabets
+        support, _ = character_sets(loop.splits.test, 1, cfg.gan.eval_shots,
+                                    np.random.default_rng(args.seed))
+        support = support[0]
+    rng = torch.Generator().manual_seed(args.seed)
+    fake = loop.method.generate_for(support.to(loop.device), args.samples, rng)
+    print(f"wrote {save_grid(support, fake.cpu(), args.out)}")
     return 0
 
 
@@ -119,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shots", type=int)
     e.add_argument("--split", choices=["train", "val", "test"], default="test")
     e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("sample", help="a PNG grid: real support drawings, then samples")
+    s.add_argument("checkpoint", help="checkpoint directory or run directory of a GAN method")
+    s.add_argument("--out", required=True, help="PNG path")
+    s.add_argument("--character", help="a folder of drawings of one character (default: an "
+                   "unseen meta-test character)")
+    s.add_argument("--samples", type=int, default=30)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_sample)
 
     d = sub.add_parser("data", help="datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

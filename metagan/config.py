@@ -42,6 +42,7 @@ class TaskConfig:
     shots: int = 1
     queries: int = 15
     meta_batch: int = 32
+    eval_ways: int | None = None  # ways of evaluation tasks (default: ways); metric learners only
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,34 @@ class MetaConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """The GAN of a GAN method (unused when method is "meta")."""
+
+    loss: Literal["nonsaturating", "hinge", "least_squares", "wasserstein"] = "nonsaturating"
+    gp_weight: float = 10.0  # gradient penalty weight (wasserstein only; 0 = none)
+    z_dim: int = 32
+    width: int = 32  # base channels of G and D
+    spectral_norm: bool = False  # on D's layers
+    ema: float = 0.0  # decay of the generator's weight EMA used for sampling (0 = off)
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # dagan: data augmentation for the meta-learner
+    augment: int = 1  # generated samples per real support sample
+    pretrain_steps: int = 200  # iterations that train only the GAN, before the meta-learner
+    schedule: Literal["frozen", "alternate"] = "frozen"  # after pre-training: G fixed or trained
+    augment_at_test: bool = True
+    # fewshot_gan: a meta-learned (G, D) pair for few-shot generation
+    meta_algorithm: Literal["reptile", "fomaml"] = "reptile"
+    inner_steps: int = 5  # SGD steps of GAN training per task
+    inner_lr: float = 0.05
+    eval_adapt_steps: int = 5  # adaptation steps on an unseen character at evaluation
+    eval_shots: int = 5  # drawings of an unseen character to adapt to
+    embedding_iterations: int = 400  # ProtoNet iterations of the held-out metric embedding
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """The outer (meta) optimiser."""
 
@@ -71,6 +100,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_halve_every: int = 0  # halve the lr every N iterations (0 = constant), as in ProtoNet
+    grad_clip: float = 0.0  # clip the gradient norm of each phase (0 = no clipping)
 
 
 @dataclass(frozen=True)
@@ -92,11 +122,15 @@ class TrainConfig:
 class Config:
     """A whole run: what `metagan train` reads and writes back as config.yaml."""
 
+    # meta: a plain meta-learner; dagan: GAN-augmented support sets; fewshot_gan: a meta-learned
+    # GAN for few-shot generation; metagan: the classifier is the discriminator (N + fake).
+    method: Literal["meta", "dagan", "fewshot_gan", "metagan"] = "meta"
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -286,6 +320,14 @@ def validate(cfg: Config) -> None:
         _positive(f"task.{name}", getattr(t, name))
     if t.ways < 2:
         raise ConfigError(f"task.ways: a task needs at least 2 classes, got {t.ways}")
+    if t.eval_ways is not None:
+        if t.eval_ways < 2:
+            raise ConfigError(f"task.eval_ways: a task needs at least 2 classes, got {t.eval_ways}")
+        from .meta import REGISTRY  # here, not at the top: meta imports this module
+
+        if t.eval_ways != t.ways and REGISTRY[cfg.meta.algorithm].head_size(t.ways) is not None:
+            raise ConfigError(f"task.eval_ways: {cfg.meta.algorithm} has a {t.ways}-way classifier "
+                              f"head, so evaluation tasks must be {t.ways}-way too")
     m = cfg.model
     _positive("model.hidden", m.hidden)
     _positive("model.depth", m.depth)
@@ -301,7 +343,27 @@ def validate(cfg: Config) -> None:
     _positive("optim.lr", o.lr)
     _non_negative("optim.weight_decay", o.weight_decay)
     _non_negative("optim.lr_halve_every", o.lr_halve_every)
+    _non_negative("optim.grad_clip", o.grad_clip)
+    g = cfg.gan
+    for name in ("z_dim", "width", "g_lr", "d_lr", "augment", "inner_steps", "inner_lr",
+                 "eval_shots", "embedding_iterations"):
+        _positive(f"gan.{name}", getattr(g, name))
+    _non_negative("gan.gp_weight", g.gp_weight)
+    _non_negative("gan.pretrain_steps", g.pretrain_steps)
+    _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
+    if cfg.method == "fewshot_gan" and g.spectral_norm:
+        raise ConfigError("gan.spectral_norm: not supported by fewshot_gan, whose inner loop "
+                          "adapts D functionally (spectral norm updates buffers in place)")
+    if cfg.method == "fewshot_gan" and g.loss == "wasserstein" and g.gp_weight > 0:
+        raise ConfigError("gan.gp_weight: fewshot_gan has no gradient penalty in its inner loop; "
+                          "set gan.gp_weight: 0 or choose another gan.loss")
+    for name in ("ema", "beta1", "beta2"):
+        if not 0.0 <= getattr(g, name) < 1.0:
+            raise ConfigError(f"gan.{name}: must be in [0, 1), got {getattr(g, name)}")
     tr = cfg.train
+    if cfg.method == "dagan" and g.pretrain_steps >= tr.iterations:
+        raise ConfigError(f"gan.pretrain_steps: {g.pretrain_steps} pre-training iterations leave "
+                          f"none of train.iterations={tr.iterations} for the meta-learner")
     _positive("train.iterations", tr.iterations)
     _positive("train.log_every", tr.log_every)
     _positive("train.eval_episodes", tr.eval_episodes)

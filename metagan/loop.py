@@ -14,7 +14,8 @@ import torch
 from .config import Config, ConfigError
 from .data import Splits, load_splits
 from .data.episodes import TaskSampler
-from .meta import MetaLearner
+from .gan import build_method, extra_classes
+from .meta import MetaLearner, Phase
 from .models import Conv4
 
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -39,8 +40,10 @@ def check_task_fits(cfg: Config, splits: Splits) -> None:
     per_class = cfg.task.shots + cfg.task.queries
     for split in ("train", "val", "test"):
         images = splits.get(split)
-        if cfg.task.ways > images.num_classes:
-            raise ConfigError(f"task.ways: {cfg.task.ways}-way tasks need {cfg.task.ways} "
+        field, ways = ("task.ways", cfg.task.ways) if split == "train" else (
+            ("task.eval_ways", cfg.task.eval_ways) if cfg.task.eval_ways else ("task.ways", cfg.task.ways))
+        if ways > images.num_classes:
+            raise ConfigError(f"{field}: {ways}-way tasks need {ways} "
                               f"classes but meta-{split} has {images.num_classes}")
         fewest = int(images.class_counts().min())
         if per_class > fewest:
@@ -50,8 +53,11 @@ def check_task_fits(cfg: Config, splits: Splits) -> None:
 
 def build_model(cfg: Config, learner_cls: type[MetaLearner]) -> Conv4:
     """The conv4 backbone, its head sized for the learner."""
-    return Conv4(1, cfg.model.hidden, cfg.model.depth, cfg.data.image_size,
-                 learner_cls.head_size(cfg.task.ways), cfg.model.downsample)
+    head = learner_cls.head_size(cfg.task.ways)
+    if head is not None:
+        head += extra_classes(cfg)
+    return Conv4(1, cfg.model.hidden, cfg.model.depth, cfg.data.image_size, head,
+                 cfg.model.downsample)
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
@@ -77,49 +83,59 @@ class EpisodeLoop:
         # Initialise from the run's seed without touching torch's global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
-            self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta).to(self.device)
-        self.phases = self.learner.phases()
-        self.optimizers = {p.name: self._optimizer(p.params) for p in self.phases}
+            self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
+            self.method = build_method(cfg, self.learner).to(self.device)
+        self.phases = self.method.phases()
+        self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
         t = cfg.task
         self.sampler = TaskSampler(self.splits.train, t.ways, t.shots, t.queries,
                                    cfg.train.seed, self.device)
         self.iteration = 0
 
-    def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        if o.name == "adam":
-            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay)
+        lr = phase.lr or o.lr
+        if phase.betas is not None or o.name == "adam":
+            return torch.optim.Adam(phase.params, lr=lr, betas=phase.betas or (0.9, 0.999),
+                                    weight_decay=o.weight_decay)
+        return torch.optim.SGD(phase.params, lr=lr, weight_decay=o.weight_decay)
 
-    def learning_rate(self) -> float:
-        """The outer learning rate at the current iteration (derived, so nothing to save)."""
+    def lr_factor(self) -> float:
+        """The learning-rate multiplier at the current iteration (derived, so nothing to save)."""
         o = self.cfg.optim
-        halvings = self.iteration // o.lr_halve_every if o.lr_halve_every else 0
-        return o.lr * 0.5**halvings
+        return 0.5 ** (self.iteration // o.lr_halve_every) if o.lr_halve_every else 1.0
 
     def step(self) -> dict[str, float]:
         """One meta-iteration: a meta-batch of tasks, each phase's update; returns metrics."""
         start = time.perf_counter()
-        self.learner.train()
+        self.method.train()
         episode = self.sampler.sample(self.cfg.task.meta_batch)
-        lr = self.learning_rate()
+        factor = self.lr_factor()
         metrics: dict[str, float] = {}
         for phase in self.phases:
+            if not phase.runs_at(self.iteration):
+                continue
             opt = self.optimizers[phase.name]
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = (phase.lr or self.cfg.optim.lr) * factor
             opt.zero_grad(set_to_none=True)
             out = phase.loss(episode)
             if not torch.isfinite(out.objective):
                 raise Diverged(f"non-finite {phase.name} objective at iteration "
                                f"{self.iteration + 1}")
             out.objective.backward()
+            # With max_norm = inf this only measures; a finite optim.grad_clip also clips.
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                phase.params, self.cfg.optim.grad_clip or float("inf"))
             opt.step()
+            if phase.after_step is not None:
+                phase.after_step()
             prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
             metrics.update({prefix + k: float(v) for k, v in out.metrics.items()})
+            metrics[prefix + "grad_norm"] = float(grad_norm)
         self.iteration += 1
         elapsed = time.perf_counter() - start
-        metrics.update(iteration=self.iteration, lr=lr,
+        metrics.update(iteration=self.iteration, lr=self.cfg.optim.lr * factor,
                        tasks_per_s=self.cfg.task.meta_batch / elapsed)
         return metrics
 
@@ -131,25 +147,39 @@ class EpisodeLoop:
         The tasks depend only on the run's seed and the split, so every evaluation of a run
         sees the same tasks and the training task sequence is left untouched.
         """
+        if getattr(self.method, "generates", False):
+            return self._evaluate_generation(split, characters=min(episodes, 20))
         t = self.cfg.task
-        ways, shots, queries = ways or t.ways, shots or t.shots, queries or t.queries
+        ways = ways or t.eval_ways or t.ways
+        shots, queries = shots or t.shots, queries or t.queries
         sampler = TaskSampler(self.splits.get(split), ways, shots, queries,
                               self.cfg.train.seed + SPLIT_SEED_OFFSET[split], self.device)
+        rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
         accs = []
         remaining = episodes
         while remaining > 0:
             n = min(remaining, t.meta_batch)
             with torch.enable_grad():  # MAML-style learners differentiate while adapting
-                accs.append(self.learner.task_accuracy(sampler.sample(n)).cpu())
+                accs.append(self.method.task_accuracy(sampler.sample(n), rng).cpu())
             remaining -= n
         mean, ci = mean_ci95(torch.cat(accs))
         return {"accuracy": mean, "ci95": ci, "episodes": episodes}
+
+    def _evaluate_generation(self, split: str, characters: int) -> dict[str, float]:
+        """Adapt to k drawings of held-out characters, sample, score in the metric embedding."""
+        from .gan.evaluation import evaluate_generation
+
+        rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
+        steps = self.cfg.gan.eval_adapt_steps
+        return evaluate_generation(
+            self.cfg, self.splits, lambda s, n: self.method.adapt_and_sample(s, n, steps, rng),
+            split, characters=characters, seed=self.cfg.train.seed, device=self.device)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: weights, optimisers, RNG, counter."""
         return {
             "iteration": self.iteration,
-            "learner": self.learner.state_dict(),
+            "method": self.method.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "sampler": self.sampler.state_dict(),
         }
@@ -157,7 +187,7 @@ class EpisodeLoop:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from `state_dict()`."""
         self.iteration = int(state["iteration"])
-        self.learner.load_state_dict(state["learner"])
+        self.method.load_state_dict(state["method"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.sampler.load_state_dict(state["sampler"])

@@ -19,12 +19,41 @@ class TaskBatchNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
+        self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # see freeze_batch_norm
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise [n, C, H, W] per channel over n, H, W."""
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
+        """Normalise [n, C, H, W] per channel over n, H, W (or by frozen statistics)."""
+        if self.frozen is not None:
+            mean, var = self.frozen
+        else:
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)
+            var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def freeze_batch_norm(model: nn.Module, reference: torch.Tensor) -> None:
+    """Fix every TaskBatchNorm2d to the statistics it sees on `reference` (a fixed batch),
+    turning the network into a per-image function, as a metric embedding must be."""
+    norms = [m for m in model.modules() if isinstance(m, TaskBatchNorm2d)]
+    for m in norms:
+        m.frozen = None
+    stats: dict[TaskBatchNorm2d, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(module: TaskBatchNorm2d, args: tuple[torch.Tensor]) -> None:
+        x = args[0]
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        stats[module] = (mean, (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True))
+
+    hooks = [m.register_forward_pre_hook(record) for m in norms]
+    try:
+        model(reference)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in norms:
+        m.frozen = stats[m]
 
 
 def conv_block(in_channels: int, out_channels: int, downsample: str = "stride") -> nn.Sequential:

@@ -77,7 +77,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
                 log.write(metrics)
             if tr.eval_every and it % tr.eval_every == 0 and it < tr.iterations:
                 val = loop.evaluate("val", tr.eval_episodes)
-                log.write({"iteration": it, "val_accuracy": val["accuracy"], "val_ci95": val["ci95"]})
+                log.write({"iteration": it, **{f"val_{k}": v for k, v in val.items()}})
             if tr.checkpoint_every and it % tr.checkpoint_every == 0:
                 save_checkpoint(out / LAST, cfg, loop.state_dict(), metrics)
             if on_step is not None:
@@ -92,9 +92,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     val = loop.evaluate("val", tr.eval_episodes)
     test = loop.evaluate("test", tr.test_episodes)
     result = {"iteration": loop.iteration, "train_wall_s": train_s,
-              "val_accuracy": val["accuracy"], "val_ci95": val["ci95"],
-              "test_accuracy": test["accuracy"], "test_ci95": test["ci95"],
-              "test_episodes": tr.test_episodes}
+              **{f"val_{k}": v for k, v in val.items()},
+              **{f"test_{k}": v for k, v in test.items()}}
     log.write(result)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     save_checkpoint(out / LAST, cfg, loop.state_dict(), result)

@@ -23,11 +23,19 @@ def metric_lines(run: Path) -> list[dict]:
     return [{k: v for k, v in d.items() if k not in TIMING} for d in lines]
 
 
-@pytest.mark.parametrize("algorithm", sorted(REGISTRY))
-def test_resume_in_a_fresh_process_is_exact(algorithm: str, tmp_path: Path) -> None:
+METHODS = [(a, {}) for a in sorted(REGISTRY)] + [
+    ("protonet", {"method": "dagan", "gan.pretrain_steps": 2, "gan.width": 8, "gan.z_dim": 8,
+                  "gan.ema": 0.9}),
+]
+
+
+@pytest.mark.parametrize("algorithm, extra", METHODS, ids=[a + "-" + e.get("method", "meta")
+                                                           for a, e in METHODS])
+def test_resume_in_a_fresh_process_is_exact(algorithm: str, extra: dict, tmp_path: Path) -> None:
     """2N iterations == N, save, load in a new process, N more: same weights and metrics."""
     cfg = write_yaml(tmp_path / "c.yaml", tiny_data(algorithm, **{"train.iterations": 6,
-                                                                  "train.checkpoint_every": 3}))
+                                                                  "train.checkpoint_every": 3},
+                                                    **extra))
     straight, split = tmp_path / "straight", tmp_path / "split"
     r = run_cli("train", str(cfg), "--out", str(straight), "--quiet")
     assert r.returncode == 0, r.stderr
@@ -38,13 +46,13 @@ def test_resume_in_a_fresh_process_is_exact(algorithm: str, tmp_path: Path) -> N
     _, a, _ = load_checkpoint(straight / "checkpoints" / "last")
     _, b, _ = load_checkpoint(split / "checkpoints" / "last")
     assert a["iteration"] == b["iteration"] == 6
-    for k, v in a["learner"].items():
-        assert torch.equal(v, b["learner"][k]), k
+    for k, v in a["method"].items():
+        assert torch.equal(v, b["method"][k]), k
     assert torch.equal(a["sampler"]["generator"], b["sampler"]["generator"])
     # Training metrics of iterations 1..6 agree line by line (the split run's first final
     # evaluation at iteration 3 is the one extra line).
-    train_a = [d for d in metric_lines(straight) if "loss" in d or "meta/loss" in d]
-    train_b = [d for d in metric_lines(split) if "loss" in d or "meta/loss" in d]
+    train_a = [d for d in metric_lines(straight) if "lr" in d]
+    train_b = [d for d in metric_lines(split) if "lr" in d]
     assert train_a == train_b and len(train_a) == 6
     assert metric_lines(straight)[-1] == metric_lines(split)[-1]  # final val/test accuracy
 
@@ -130,3 +138,30 @@ def test_example_configs_are_valid(name: str) -> None:
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
     assert cfg.meta.algorithm == name
+
+
+def test_divergence_stops_the_run_with_a_recorded_reason(tmp_path: Path) -> None:
+    # An absurd inner learning rate makes MAML's adapted weights overflow within a few steps.
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data("maml", **{"meta.inner_lr": 1e38,
+                                                               "train.iterations": 20}))
+    out = tmp_path / "run"
+    r = run_cli("train", str(cfg), "--out", str(out), "--quiet")
+    assert r.returncode == 3, r.stderr
+    assert "diverged" in r.stderr and "Traceback" not in r.stderr
+    record = json.loads((out / "result.json").read_text())
+    assert record["diverged"] is True and 1 <= record["iteration"] <= 20
+    assert "non-finite" in record["reason"]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["diverged"] is True
+
+
+def test_grad_norm_is_logged_and_clipping_applies() -> None:
+    m = EpisodeLoop(tiny_config("protonet")).step()
+    assert m["grad_norm"] > 0
+    clipped = EpisodeLoop(tiny_config("protonet", **{"optim.grad_clip": 1e-3, "optim.name": "sgd",
+                                                     "optim.lr": 1.0}))
+    before = [p.detach().clone() for p in clipped.learner.parameters()]
+    clipped.step()  # one SGD step of lr 1 moves the weights by exactly the clipped gradient
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(clipped.learner.parameters(),
+                                                                    before)])
+    assert moved.norm().item() == pytest.approx(1e-3, rel=1e-3)

@@ -24,11 +24,24 @@ class PhaseOutput:
 
 @dataclass
 class Phase:
-    """One optimiser update per meta-iteration: `loss(episode)` -> backward -> step on `params`."""
+    """One optimiser update per meta-iteration: `loss(episode)` -> backward -> step on `params`.
+
+    lr / betas override the run's optimiser settings for this phase (GAN phases use their own);
+    `active(iteration)` says whether the phase runs at a (0-based) iteration, e.g. only after
+    a GAN pre-training period.
+    """
 
     name: str
     params: list[nn.Parameter]
     loss: Callable[[Episode], PhaseOutput]
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    active: Callable[[int], bool] | None = None
+    after_step: Callable[[], None] | None = None  # e.g. update an EMA of the weights
+
+    def runs_at(self, iteration: int) -> bool:
+        """Whether this phase updates at `iteration`."""
+        return self.active is None or self.active(iteration)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -76,10 +89,13 @@ class MetaLearner(nn.Module):
         """The updates of one meta-iteration: a single meta-update for plain meta-learners."""
         return [Phase("meta", list(self.parameters()), self.meta_loss)]
 
-    def task_accuracy(self, episode: Episode, steps: int | None = None) -> torch.Tensor:
-        """Per-task query accuracy [B] after adapting to each support set (for evaluation)."""
+    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Per-task query accuracy [B] after adapting to each support set (for evaluation).
+
+        `rng` drives any sampling a method does at evaluation (plain learners draw nothing).
+        """
         adapted = self.adapt(episode.support_x, episode.support_y, episode.ways,
-                             steps or self.cfg.eval_inner_steps or self.cfg.inner_steps)
+                             self.cfg.eval_inner_steps or self.cfg.inner_steps)
         logits = self.predict(adapted, episode.query_x)
         return (logits.argmax(-1) == episode.query_y).float().mean(-1)
 

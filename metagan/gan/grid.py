@@ -1,0 +1,48 @@
+"""Sample grids a person can look at: a row of real support drawings, then rows of samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.folder import EXTENSIONS
+
+
+def save_grid(real: torch.Tensor, fake: torch.Tensor, path: str | Path, columns: int = 10,
+              scale: int = 2, pad: int = 2) -> Path:
+    """Write real [k, 1, H, W] as the first row and fake [n, 1, H, W] below, strokes in black."""
+    h, w = real.shape[-2:]
+    rows_fake = -(-fake.shape[0] // columns)
+    cell_h, cell_w = h + pad, w + pad
+    canvas = np.full(((1 + rows_fake) * cell_h + pad + 4, columns * cell_w + pad), 255, np.uint8)
+
+    def put(img: torch.Tensor, row: int, col: int, offset: int = 0) -> None:
+        pixels = (255 * (1 - img.squeeze(0).clamp(0, 1))).round().byte().cpu().numpy()
+        y, x = pad + row * cell_h + offset, pad + col * cell_w
+        canvas[y:y + h, x:x + w] = pixels
+
+    for i, img in enumerate(real[:columns]):
+        put(img, 0, i)
+    canvas[cell_h + pad // 2: cell_h + pad // 2 + 2, :] = 128  # a rule under the real row
+    for i, img in enumerate(fake):
+        put(img, 1 + i // columns, i % columns, offset=4)
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale),
+                                           Image.Resampling.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def load_character(directory: str | Path, size: int = 28) -> torch.Tensor:
+    """Drawings of one character (dark strokes on light paper) as [k, 1, size, size], strokes = 1."""
+    files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"{directory}: no .png/.jpg drawings")
+    images = [255 - np.asarray(Image.open(f).convert("L").resize((size, size),
+                                                                 Image.Resampling.BILINEAR))
+              for f in files]
+    return torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)

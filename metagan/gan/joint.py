@@ -1,0 +1,123 @@
+"""MetaGAN (Zhang et al. 2018): the few-shot classifier is the discriminator.
+
+Each task's classifier has N real classes plus one "fake" class and adapts per task with the
+meta-learner (MAML, first-order MAML, or ProtoNet, whose fake prototype is the mean of the
+generated support samples). A task-conditioned generator (conditioned on the task's support
+set) produces fakes near the task's classes; learning to reject them sharpens the decision
+boundaries. D and G play min-max summed over the tasks of a meta-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from ..data.episodes import Episode
+from ..meta.base import MetaLearner, Phase, PhaseOutput, accuracy
+from .nets import Generator, SetEncoder
+
+NOISE_SEED_OFFSET = 130_003
+
+
+class MetaGan(nn.Module):
+    """A meta-learner with a (ways + 1)-class head and a task-conditioned generator."""
+
+    def __init__(self, cfg: Config, learner: MetaLearner) -> None:
+        super().__init__()
+        g = cfg.gan
+        self.cfg, self.learner = cfg, learner
+        self.encoder = SetEncoder(dim=4 * g.width, width=g.width)
+        self.generator = Generator(z_dim=g.z_dim, cond_dim=4 * g.width, width=g.width)
+        self.noise = torch.Generator().manual_seed(cfg.train.seed + NOISE_SEED_OFFSET)
+
+    def _fakes(self, episode: Episode, per_task: int) -> torch.Tensor:
+        """per_task generated images for each task, conditioned on its support set."""
+        b = episode.num_tasks
+        cond = self.encoder(episode.support_x)  # [B, c]
+        z = torch.randn(b * per_task, self.cfg.gan.z_dim, generator=self.noise).to(cond.device)
+        x = self.generator(z, cond.repeat_interleave(per_task, dim=0))
+        return x.view(b, per_task, *episode.support_x.shape[2:])
+
+    def _with_fakes(self, episode: Episode, fake_support: torch.Tensor) -> Episode:
+        """The support set plus generated images labelled `ways` (the fake class)."""
+        fake_y = torch.full(fake_support.shape[:2], episode.ways, dtype=episode.support_y.dtype,
+                            device=episode.support_y.device)
+        return replace(episode, support_x=torch.cat([episode.support_x, fake_support], 1),
+                       support_y=torch.cat([episode.support_y, fake_y], 1))
+
+    def _d_phase(self, episode: Episode) -> PhaseOutput:
+        n_s, n_q = episode.support_x.shape[1], episode.query_x.shape[1]
+        with torch.no_grad():
+            fakes = self._fakes(episode, n_s + n_q)
+        ext = self._with_fakes(episode, fakes[:, :n_s])
+        adapted = self.learner.adapt(ext.support_x, ext.support_y, episode.ways + 1)
+        query = torch.cat([episode.query_x, fakes[:, n_s:]], 1)
+        logits = self.learner.predict(adapted, query)  # [B, n_q + n_q, ways + 1]
+        real_logits, fake_logits = logits[:, :n_q], logits[:, n_q:]
+        real_loss = F.cross_entropy(real_logits.flatten(0, 1), episode.query_y.flatten())
+        fake_target = torch.full(fake_logits.shape[:2], episode.ways, device=logits.device)
+        fake_loss = F.cross_entropy(fake_logits.flatten(0, 1), fake_target.flatten())
+        loss = real_loss + fake_loss
+        return PhaseOutput(loss, {
+            "loss": real_loss.detach(), "fake_loss": fake_loss.detach(),
+            "accuracy": accuracy(real_logits[..., :episode.ways], episode.query_y),
+            "fake_detected": (fake_logits.argmax(-1) == episode.ways).float().mean()})
+
+    def _g_phase(self, episode: Episode) -> PhaseOutput:
+        n_s, n_q = episode.support_x.shape[1], episode.query_x.shape[1]
+        fakes = self._fakes(episode, n_s + n_q)
+        ext = self._with_fakes(episode, fakes[:, :n_s].detach())
+        with torch.enable_grad():
+            adapted = self.learner.adapt(ext.support_x, ext.support_y, episode.ways + 1)
+        adapted = _detach(adapted)  # G's update must not move the classifier
+        logits = self.learner.predict(adapted, fakes[:, n_s:])
+        # Non-saturating: maximise log P(real class) = log(1 - P(fake)) for generated images.
+        log_real = torch.logsumexp(logits[..., :episode.ways], -1) - torch.logsumexp(logits, -1)
+        loss = -log_real.mean()
+        return PhaseOutput(loss, {"loss": loss.detach()})
+
+    def phases(self) -> list[Phase]:
+        """The classifier/discriminator update, then the generator update."""
+        g = self.cfg.gan
+        return [
+            Phase("D", list(self.learner.parameters()), self._d_phase),
+            Phase("G", list(self.encoder.parameters()) + list(self.generator.parameters()),
+                  self._g_phase, g.g_lr, (g.beta1, g.beta2)),
+        ]
+
+    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Accuracy over the N real classes after adapting to the real support set."""
+        steps = self.learner.cfg.eval_inner_steps or self.learner.cfg.inner_steps
+        # No fakes in the support set: ProtoNet builds `ways` prototypes, MAML's head keeps its
+        # fake output, which is dropped before the argmax.
+        adapted = self.learner.adapt(episode.support_x, episode.support_y, episode.ways, steps)
+        logits = self.learner.predict(adapted, episode.query_x)[..., :episode.ways]
+        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
+
+    @torch.no_grad()
+    def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+        """n generated images conditioned on the set support [k, 1, H, W]."""
+        cond = self.encoder(support.unsqueeze(0)).expand(n, -1)
+        z = torch.randn(n, self.cfg.gan.z_dim, generator=rng).to(support.device)
+        return self.generator(z, cond)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The noise generator's state, saved with the weights so a resume is exact."""
+        return {"noise": self.noise.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the noise generator."""
+        self.noise.set_state(state["noise"])
+
+
+def _detach(adapted: Any) -> Any:
+    if isinstance(adapted, dict):
+        return {k: v.detach() for k, v in adapted.items()}
+    if isinstance(adapted, tuple):
+        return tuple(_detach(a) for a in adapted)
+    return adapted.detach() if isinstance(adapted, torch.Tensor) else adapted
