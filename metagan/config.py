@@ -28,6 +28,7 @@ class DataConfig:
     root: str | None = None
     image_size: int = 28
     rotations: bool = True  # 90/180/270-degree rotations as extra classes
+    affine_augment: bool = False  # jitter meta-train images (+-10 deg, +-10% scale, +-2 px)
     split_seed: int = 0
     val_groups: int = 1  # alphabets (or class folders) held out for meta-validation
     test_groups: int = 2  # alphabets held out for meta-test (bundled / folder sources)
@@ -90,6 +91,9 @@ class GanConfig:
     eval_adapt_steps: int = 5  # adaptation steps on an unseen character at evaluation
     eval_shots: int = 5  # drawings of an unseen character to adapt to
     embedding_iterations: int = 400  # ProtoNet iterations of the held-out metric embedding
+    # A TorchScript feature extractor ([n, 1, H, W] in [0, 1] -> [n, D]) to use instead of the
+    # ProtoNet embedding, e.g. an Inception network for users who have its weights.
+    feature_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +355,8 @@ def validate(cfg: Config) -> None:
     _non_negative("gan.gp_weight", g.gp_weight)
     _non_negative("gan.pretrain_steps", g.pretrain_steps)
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
+    if g.feature_model is not None and not Path(g.feature_model).expanduser().is_file():
+        raise ConfigError(f"gan.feature_model: {g.feature_model} does not exist")
     if cfg.method == "fewshot_gan" and g.spectral_norm:
         raise ConfigError("gan.spectral_norm: not supported by fewshot_gan, whose inner loop "
                           "adapts D functionally (spectral norm updates buffers in place)")

@@ -89,7 +89,7 @@ class EpisodeLoop:
         self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
         t = cfg.task
         self.sampler = TaskSampler(self.splits.train, t.ways, t.shots, t.queries,
-                                   cfg.train.seed, self.device)
+                                   cfg.train.seed, self.device, cfg.data.affine_augment)
         self.iteration = 0
 
     def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:

@@ -28,7 +28,7 @@ def test_bundled_minimal_splits_union() -> None:
 def test_bundled_zips_are_the_official_files() -> None:
     for path in omniglot.bundled_paths():
         omniglot.verify(path, omniglot.ARCHIVES[path.stem].checksum)
-    assert (omniglot.BUNDLED_DIR / "LICENSE").read_text().startswith("MIT")
+    assert (omniglot.BUNDLED_DIR / "LICENSE").read_text().startswith("The MIT License")
 
 
 def test_preprocessing_is_cached_by_source_hash(data_cache: Path, tmp_path: Path) -> None:

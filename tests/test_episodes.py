@@ -57,3 +57,16 @@ def test_deterministic_given_seed_and_state() -> None:
     c = sampler(seed=99)
     c.load_state_dict(state)
     assert torch.equal(c.sample(8).query_x, next_a.query_x)
+
+
+def test_affine_augmentation_is_seeded_and_keeps_the_drawing() -> None:
+    splits = load_splits(DataConfig())
+    a = TaskSampler(splits.train, 5, 1, 2, 0, affine=True).sample(4)
+    b = TaskSampler(splits.train, 5, 1, 2, 0, affine=True).sample(4)
+    plain = TaskSampler(splits.train, 5, 1, 2, 0).sample(4)
+    assert torch.equal(a.support_x, b.support_x)  # deterministic given the seed
+    assert torch.equal(a.classes, plain.classes)  # the same tasks, jittered
+    assert not torch.equal(a.support_x, plain.support_x)
+    # A small jitter keeps most of the ink: total intensity within 25% per image.
+    ink_a, ink_p = a.support_x.sum((2, 3, 4)), plain.support_x.sum((2, 3, 4))
+    assert ((ink_a - ink_p).abs() / ink_p < 0.25).all()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .images import ImageSet
 
@@ -34,6 +36,21 @@ class Episode:
         return self.support_x.shape[0]
 
 
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                  scale: float = 0.1, shift: float = 2.0) -> torch.Tensor:
+    """Jitter images [n, C, H, W]: rotation within +-degrees, scale within 1 +- scale, shift
+    within +-shift pixels; parameters drawn on the CPU from `generator`."""
+    n, _, h, w = x.shape
+    u = torch.rand(4, n, generator=generator) * 2 - 1  # uniform in [-1, 1]
+    angle = u[0] * degrees * math.pi / 180
+    s = 1 + u[1] * scale
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, u[2] * 2 * shift / w], 1),
+                         torch.stack([sin, cos, u[3] * 2 * shift / h], 1)], 1).to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
 class TaskSampler:
     """Draws meta-batches of N-way K-shot Q-query tasks from an ImageSet.
 
@@ -42,7 +59,7 @@ class TaskSampler:
     """
 
     def __init__(self, images: ImageSet, ways: int, shots: int, queries: int, seed: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", affine: bool = False) -> None:
         counts = images.class_counts()
         if ways > images.num_classes:
             raise ValueError(f"{ways}-way tasks need {ways} classes, the split has "
@@ -57,6 +74,7 @@ class TaskSampler:
         self.ways, self.shots, self.queries = ways, shots, queries
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
+        self.affine = affine
 
     def sample(self, num_tasks: int) -> Episode:
         """One meta-batch of `num_tasks` tasks, no class repeated within a task."""
@@ -68,6 +86,8 @@ class TaskSampler:
         picks = keys.argsort(dim=-1)[..., :per]  # [B, N, K+Q] distinct instances per class
         index = (self.start[classes].unsqueeze(-1) + picks).to(self.device)
         x = self.images[index].float().div_(255.0)  # [B, N, K+Q, 1, H, W]
+        if self.affine:
+            x = random_affine(x.flatten(0, 2), g).view(x.shape)
         labels = torch.arange(n, device=self.device).view(1, n, 1)
         y = labels.expand(num_tasks, n, per)
         k = self.shots

@@ -3,7 +3,8 @@ Frechet distance, conditional fidelity and diversity on held-out characters.
 
 Inception-based FID needs ImageNet weights this machine cannot download, and an ImageNet
 network says little about pen strokes anyway; the embedding here is a conv4 ProtoNet trained
-once (fixed seed) on the meta-train alphabets and cached by its config's hash.
+once (fixed seed) on the meta-train alphabets and cached by its config's hash. Users who have
+Inception weights can pass any TorchScript feature extractor as gan.feature_model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from ..config import Config, build_config, to_dict
 from ..data import ImageSet, Splits
 from ..data.images import default_cache_dir
-from ..models import Conv4, freeze_batch_norm
+from ..models import freeze_batch_norm
 from .metrics import conditional_fidelity, feature_frechet_distance, relative_diversity
 
 Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, 1, H, W], n) -> [T, n, ...]
@@ -38,9 +39,15 @@ def embedding_config(cfg: Config) -> Config:
 
 
 def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
-                     cache_dir: Path | None = None) -> Conv4:
-    """The held-out embedding for `cfg`'s data: trained on meta-train once, then cached."""
+                     cache_dir: Path | None = None) -> torch.nn.Module:
+    """The held-out embedding for `cfg`'s data: trained on meta-train once, then cached
+    (or the user's TorchScript feature model, gan.feature_model)."""
     from ..loop import EpisodeLoop  # the loop imports the GAN methods: import lazily
+
+    if cfg.gan.feature_model is not None:
+        model = torch.jit.load(str(Path(cfg.gan.feature_model).expanduser()), map_location=device)
+        model.eval()
+        return model
 
     ecfg = embedding_config(cfg)
     key = hashlib.sha256(json.dumps(to_dict(ecfg), sort_keys=True).encode()).hexdigest()[:20]
@@ -49,8 +56,9 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
     if path.is_file():
         loop.method.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     else:
-        while loop.iteration < ecfg.train.iterations:
-            loop.step()
+        with torch.enable_grad():  # callers may evaluate under no_grad
+            while loop.iteration < ecfg.train.iterations:
+                loop.step()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(loop.method.state_dict(), tmp)
@@ -85,12 +93,12 @@ def character_sets(images: ImageSet, characters: int, shots: int, rng: np.random
 
 
 @torch.no_grad()
-def generation_metrics(embed: Conv4, samples: torch.Tensor, real: torch.Tensor,
+def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torch.Tensor,
                        candidates: int = 5) -> dict[str, float]:
     """Frechet distance, conditional fidelity and relative diversity of samples [T, n, ...]
     against held-out real drawings [T, m, ...] of the same T characters."""
     t = samples.shape[0]
-    device = next(embed.parameters()).device
+    device = next(iter(embed.parameters()), torch.empty(0)).device
     f_fake = embed(samples.flatten(0, 1).to(device)).view(t, samples.shape[1], -1).cpu()
     f_real = embed(real.flatten(0, 1).to(device)).view(t, real.shape[1], -1).cpu()
     fd = feature_frechet_distance(f_real.flatten(0, 1).double().numpy(),

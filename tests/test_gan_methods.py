@@ -1,0 +1,138 @@
+"""The few-shot GAN and MetaGAN methods through the episode loop; generation metrics; grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metagan.gan.evaluation import character_sets, generation_metrics, metric_embedding
+from metagan.gan.fewshot import class_sets
+from metagan.gan.grid import save_grid
+from metagan.loop import EpisodeLoop
+
+from .conftest import run_cli, tiny_config, tiny_data, write_yaml
+
+FEWSHOT = {"method": "fewshot_gan", "task.ways": 2, "task.shots": 2, "task.queries": 2,
+           "task.meta_batch": 2, "gan.width": 8, "gan.z_dim": 8, "gan.inner_steps": 2,
+           "gan.eval_shots": 3, "gan.eval_adapt_steps": 1, "gan.embedding_iterations": 3}
+METAGAN = {"method": "metagan", "gan.width": 8, "gan.z_dim": 8}
+
+
+def test_class_sets_groups_drawings_by_class() -> None:
+    loop = EpisodeLoop(tiny_config("protonet", **FEWSHOT))
+    ep = loop.sampler.sample(2)
+    sets = class_sets(ep)
+    assert sets.shape == (4, 4, 1, 28, 28)
+    for b in range(2):
+        for c in range(2):
+            support = ep.support_x[b][ep.support_y[b] == c]
+            assert torch.equal(sets[b * 2 + c, :2], support)
+
+
+@pytest.mark.parametrize("meta_algorithm", ["reptile", "fomaml"])
+def test_fewshot_gan_batched_adaptation_equals_per_task(meta_algorithm: str) -> None:
+    loop = EpisodeLoop(tiny_config("protonet", **FEWSHOT, **{"gan.meta_algorithm": meta_algorithm}))
+    gan = loop.method
+    images = torch.rand(3, 4, 1, 28, 28)
+    rng = torch.Generator().manual_seed(0)
+    g_ad, d_ad = gan.adapt(images, 2, rng)
+    z = torch.randn(3, 2, 4, 8, generator=torch.Generator().manual_seed(0))
+    g0 = {k: p.detach() for k, p in gan.generator.named_parameters()}
+    d0 = {k: p.detach() for k, p in gan.discriminator.named_parameters()}
+    for t in range(3):
+        g_ref, d_ref = gan._adapt_one(g0, d0, images[t], z[t])
+        for k in g_ref:
+            torch.testing.assert_close(g_ad[k][t], g_ref[k], rtol=1e-4, atol=1e-6)
+        for k in d_ref:
+            torch.testing.assert_close(d_ad[k][t], d_ref[k], rtol=1e-4, atol=1e-6)
+    g_zero, _ = gan.adapt(images, 0, rng)
+    for k, v in g0.items():
+        assert torch.equal(g_zero[k][1], v)  # zero steps: the meta-learned initialisation
+    assert any(not torch.allclose(g_ad[k][0], g0[k]) for k in g0)
+    for _ in range(2):
+        m = loop.step()
+    assert {"d_loss", "g_loss", "grad_norm"} <= set(m) and np.isfinite(m["d_loss"])
+
+
+def test_metagan_trains_and_reports_accuracy_on_real_classes() -> None:
+    for algorithm in ("fomaml", "protonet"):
+        loop = EpisodeLoop(tiny_config(algorithm, **METAGAN))
+        assert getattr(loop.learner.model.head, "out_features", None) in (6, None)
+        for _ in range(2):
+            m = loop.step()
+        assert {"D/loss", "D/fake_loss", "D/fake_detected", "G/loss", "G/grad_norm"} <= set(m)
+        res = loop.evaluate("test", episodes=8)
+        assert 0 <= res["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_generation_metrics_real_vs_noise() -> None:
+    cfg = tiny_config("protonet", **FEWSHOT)
+    loop = EpisodeLoop(cfg)
+    embed = metric_embedding(cfg, loop.splits, torch.device("cpu"))
+    # The embedding is a per-image function once its batch norm is frozen.
+    x = torch.rand(6, 1, 28, 28)
+    torch.testing.assert_close(embed(x)[:2], embed(x[:2]))
+    support, real = character_sets(loop.splits.test, 6, 5, np.random.default_rng(0))
+    assert support.shape == (6, 5, 1, 28, 28) and real.shape == (6, 15, 1, 28, 28)
+    as_real = generation_metrics(embed, real[:, :7], real[:, 7:])
+    noise = generation_metrics(embed, torch.rand(6, 7, 1, 28, 28), real[:, 7:])
+    assert as_real["frechet_distance"] < noise["frechet_distance"]
+    assert as_real["fidelity"] > noise["fidelity"] - 1e-9 and as_real["fidelity"] > 0.2
+    res = loop.evaluate("test", episodes=4)
+    assert {"frechet_distance", "fidelity", "diversity"} <= set(res)
+
+
+def test_save_grid(tmp_path: Path) -> None:
+    path = save_grid(torch.rand(5, 1, 28, 28), torch.rand(12, 1, 28, 28), tmp_path / "g.png",
+                     columns=5)
+    img = Image.open(path)
+    assert img.size[0] > 5 * 28 and img.size[1] > 3 * 28 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [FEWSHOT, METAGAN, {"method": "dagan", "gan.width": 8,
+                                                      "gan.z_dim": 8, "gan.pretrain_steps": 2}],
+                         ids=["fewshot_gan", "metagan", "dagan"])
+def test_cli_train_and_sample(extra: dict, tmp_path: Path) -> None:
+    algorithm = "fomaml" if extra["method"] == "metagan" else "protonet"
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data(algorithm, **extra))
+    out = tmp_path / "run"
+    r = run_cli("train", str(cfg), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sample", str(out), "--out", str(tmp_path / "grid.png"), "--samples", "8")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+@pytest.mark.slow
+def test_sample_needs_a_generator(tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_data("protonet"))
+    run_cli("train", str(cfg), "--out", str(tmp_path / "run"), "--quiet")
+    r = run_cli("sample", str(tmp_path / "run"), "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 2 and "no generator" in r.stderr
+
+
+def test_user_feature_model_replaces_the_embedding(tmp_path: Path) -> None:
+    class Features(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x.amax((1, 2, 3))], 1)
+
+    path = tmp_path / "features.pt"
+    torch.jit.script(Features()).save(str(path))
+    cfg = tiny_config("protonet", **FEWSHOT, **{"gan.feature_model": str(path)})
+    loop = EpisodeLoop(cfg)
+    embed = metric_embedding(cfg, loop.splits, torch.device("cpu"))
+    assert embed(torch.rand(4, 1, 28, 28)).shape == (4, 3)
+    _, real = character_sets(loop.splits.test, 4, 5, np.random.default_rng(0))
+    m = generation_metrics(embed, real[:, :7], real[:, 7:])
+    assert np.isfinite(m["frechet_distance"])
+    missing = tiny_data("protonet", **FEWSHOT, **{"gan.feature_model": str(tmp_path / "no.pt")})
+    from metagan.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="gan.feature_model: .* does not exist"):
+        build_config(missing)
