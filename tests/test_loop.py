@@ -186,3 +186,20 @@ def test_grad_norm_is_logged_and_clipping_applies() -> None:
     moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(clipped.learner.parameters(),
                                                                     before)])
     assert moved.norm().item() == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_config_trains(path: Path, tmp_path: Path) -> None:
+    """`metagan train configs/<method>.yaml` runs (shortened to a few iterations)."""
+    out = tmp_path / "run"
+    r = run_cli("train", str(path), "--out", str(out), "--quiet",
+                "--set", "train.iterations=3", "--set", "train.eval_every=0",
+                "--set", "train.checkpoint_every=0", "--set", "train.eval_episodes=4",
+                "--set", "train.test_episodes=4", "--set", "gan.pretrain_steps=1",
+                "--set", "gan.embedding_iterations=2")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["iteration"] == 3
+    assert any(k.startswith("test_") for k in result)
