@@ -357,6 +357,9 @@ def validate(cfg: Config) -> None:
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
     if g.feature_model is not None and not Path(g.feature_model).expanduser().is_file():
         raise ConfigError(f"gan.feature_model: {g.feature_model} does not exist")
+    if cfg.method == "metagan" and cfg.meta.algorithm not in ("maml", "fomaml"):
+        raise ConfigError(f"meta.algorithm: metagan needs a classifier head with a fake class "
+                          f"(maml or fomaml), got {cfg.meta.algorithm!r}")
     if cfg.method == "fewshot_gan" and g.spectral_norm:
         raise ConfigError("gan.spectral_norm: not supported by fewshot_gan, whose inner loop "
                           "adapts D functionally (spectral norm updates buffers in place)")

@@ -59,9 +59,9 @@ def test_fewshot_gan_batched_adaptation_equals_per_task(meta_algorithm: str) -> 
 
 
 def test_metagan_trains_and_reports_accuracy_on_real_classes() -> None:
-    for algorithm in ("fomaml", "protonet"):
+    for algorithm in ("fomaml", "maml"):
         loop = EpisodeLoop(tiny_config(algorithm, **METAGAN))
-        assert getattr(loop.learner.model.head, "out_features", None) in (6, None)
+        assert loop.learner.model.head.out_features == 6  # 5 real classes + fake
         for _ in range(2):
             m = loop.step()
         assert {"D/loss", "D/fake_loss", "D/fake_detected", "G/loss", "G/grad_norm"} <= set(m)
@@ -110,6 +110,13 @@ def test_cli_train_and_sample(extra: dict, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_metagan_needs_a_head_based_learner() -> None:
+    from metagan.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="meta.algorithm: metagan needs"):
+        build_config(tiny_data("protonet", **METAGAN))
+
+
 def test_sample_needs_a_generator(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "c.yaml", tiny_data("protonet"))
     run_cli("train", str(cfg), "--out", str(tmp_path / "run"), "--quiet")
