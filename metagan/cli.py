@@ -14,6 +14,7 @@ from .data import DataError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_STORAGE = 4
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -65,14 +66,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .loop import EpisodeLoop
     from .meta import REGISTRY
+    from .run import load_loop
 
-    path = Path(args.checkpoint)
-    if (path / "checkpoints" / "last").is_dir():  # a run directory
-        path = path / "checkpoints" / "last"
-    cfg, state, _ = load_checkpoint(path)
+    loop = load_loop(args.checkpoint)
+    cfg = loop.cfg
     ways = args.ways or cfg.task.eval_ways or cfg.task.ways
     if REGISTRY[cfg.meta.algorithm].head_size(ways) is not None and ways != cfg.task.ways:
         raise ConfigError(f"--ways: {cfg.meta.algorithm} has a {cfg.task.ways}-way classifier "
@@ -81,8 +79,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name}: must be positive, got {value}")
-    loop = EpisodeLoop(cfg)
-    loop.load_state_dict(state)
     result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots)
     result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
                   iteration=loop.iteration)
@@ -91,36 +87,25 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
 
-    from .checkpoint import load_checkpoint
-    from .gan.evaluation import character_sets
-    from .gan.grid import load_character, save_grid
-    from .loop import EpisodeLoop
+    from .gan.grid import load_character, sample_loop
+    from .run import load_loop
 
-    path = Path(args.checkpoint)
-    if (path / "checkpoints" / "last").is_dir():
-        path = path / "checkpoints" / "last"
-    cfg, state, _ = load_checkpoint(path)
     if args.samples <= 0:
         raise ConfigError(f"--samples: must be positive, got {args.samples}")
-    loop = EpisodeLoop(cfg)
-    loop.load_state_dict(state)
+    loop = load_loop(args.checkpoint)
+    cfg = loop.cfg
     if not hasattr(loop.method, "generate_for"):
-        raise ConfigError(f"{path}: method {cfg.method!r} has no generator to sample from")
+        raise ConfigError(f"{args.checkpoint}: method {cfg.method!r} has no generator to sample from")
+    support = None
     if args.character:
         try:
             support = load_character(args.character, cfg.data.image_size)[: cfg.gan.eval_shots]
         except FileNotFoundError as e:
             raise ConfigError(f"--character: {e}") from None
-    else:  # an unseen character of the meta-test alphabets
-        support, _ = character_sets(loop.splits.test, 1, cfg.gan.eval_shots,
-                                    np.random.default_rng(args.seed))
-        support = support[0]
-    rng = torch.Generator().manual_seed(args.seed)
-    fake = loop.method.generate_for(support.to(loop.device), args.samples, rng)
-    print(f"wrote {save_grid(support, fake.cpu(), args.out)}")
+    # Default: an unseen character of the meta-test alphabets.
+    out = sample_loop(loop, args.out, "test", args.samples, args.seed, support)
+    print(f"wrote {out}")
     return 0
 
 
@@ -129,6 +114,35 @@ def _data_download(args: argparse.Namespace) -> int:
 
     for path in omniglot.download(args.sets, args.dest):
         print(f"verified {path}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .tune.search import SearchResult, dry_run, read_stored_spec, run_search
+    from .tune.space import load_spec
+    from .tune.storage import parse_storage
+
+    if args.resume:
+        if not args.storage:
+            raise ConfigError("--resume NAME needs --storage URI (where the experiment is)")
+        storage = parse_storage(args.storage)
+        spec = read_stored_spec(storage, args.resume)
+        storage = parse_storage(args.storage, spec.storage.outage_s)
+        name, resume = args.resume, True
+    else:
+        if not args.space:
+            raise ConfigError("search: give a SPACE.yaml (or --resume NAME --storage URI)")
+        spec = load_spec(args.space, args.set)
+        storage = parse_storage(args.storage or spec.storage.uri, spec.storage.outage_s)
+        name, resume = args.name, False
+    if args.dry_run:
+        print(dry_run(spec, args.samples))
+        return 0
+    result: SearchResult = run_search(spec, name, storage, args.address, resume,
+                                      verbose=0 if args.quiet else 1)
+    print(result.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.__dict__, indent=2, default=str))
     return 0
 
 
@@ -163,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
 
+    q = sub.add_parser("search", help="hyperparameter search on Ray Tune (see search_spaces/)")
+    q.add_argument("space", nargs="?", help="search-space YAML")
+    q.add_argument("--name", help="experiment name (default search-<time>)")
+    q.add_argument("--storage", help="s3://bucket/prefix or a local path (default: the space's "
+                   "storage.uri, ./results)")
+    q.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted key of the space file (search.num_samples=4) or of "
+                   "its base config (train.iterations=200)")
+    q.add_argument("--resume", metavar="NAME", help="continue an interrupted experiment from storage")
+    q.add_argument("--dry-run", action="store_true",
+                   help="print the validated space and a few sampled configs; start nothing")
+    q.add_argument("--samples", type=int, default=3, help="configs shown by --dry-run")
+    q.add_argument("--json", help="also write the result (best trial, all trials) to this file")
+    q.add_argument("--quiet", action="store_true", help="no live progress table")
+    q.set_defaults(func=_search)
+
     d = sub.add_parser("data", help="datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dl = dsub.add_parser("download", help="download and verify the official Omniglot zips")
@@ -183,6 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:
+        from .tune.storage import StorageError
+
+        if isinstance(e, StorageError):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_STORAGE
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -98,3 +98,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     (out / "result.json").write_text(json.dumps(result, indent=2))
     save_checkpoint(out / LAST, cfg, loop.state_dict(), result)
     return result
+
+
+def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
+    """An episode loop restored from a run directory or a checkpoint directory."""
+    path = Path(path)
+    if (path / LAST).is_dir():
+        path = path / LAST
+    cfg, state, _ = load_checkpoint(path, map_location=device or "cpu")
+    loop = EpisodeLoop(cfg, device=device)
+    loop.load_state_dict(state)
+    return loop

@@ -13,6 +13,11 @@ def extra_classes(cfg: Config) -> int:
     return 1 if cfg.method == "metagan" else 0
 
 
+def generates(cfg: Config) -> bool:
+    """Whether the method is evaluated by generation metrics rather than few-shot accuracy."""
+    return cfg.method == "fewshot_gan"
+
+
 def build_method(cfg: Config, learner: MetaLearner) -> nn.Module:
     """The module the episode loop trains: the learner itself, or a GAN method around it."""
     if cfg.method == "meta":

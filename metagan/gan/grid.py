@@ -46,3 +46,18 @@ def load_character(directory: str | Path, size: int = 28) -> torch.Tensor:
                                                                  Image.Resampling.BILINEAR))
               for f in files]
     return torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)
+
+
+def sample_loop(loop, path: str | Path, split: str = "val", samples: int = 30, seed: int = 0,
+                support: torch.Tensor | None = None) -> Path:
+    """Grid of a generating loop's samples for `support` (default: an unseen character of `split`)."""
+    from .evaluation import character_sets
+
+    cfg = loop.cfg
+    if support is None:
+        sets, _ = character_sets(loop.splits.get(split), 1, cfg.gan.eval_shots,
+                                 np.random.default_rng(seed))
+        support = sets[0]
+    rng = torch.Generator().manual_seed(seed)
+    fake = loop.method.generate_for(support.to(loop.device), samples, rng)
+    return save_grid(support, fake.cpu(), path)

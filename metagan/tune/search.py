@@ -1,0 +1,275 @@
+"""The search driver: Ray Tune over `EpisodeTrainable`, with HyperOpt, ASHA and storage."""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError
+from .space import SearchSpec, cast_sample, flatten_sample, grid_points, hyperopt_space, parse_spec
+from .storage import Storage, StorageError, check_storage, parse_storage
+from .trainable import EpisodeTrainable
+
+SPEC_FILE = "metagan_space.yaml"
+
+
+class StorageOutage(StorageError):
+    """Storage stayed unreachable longer than `storage.outage_s` during a search."""
+
+
+@dataclass
+class SearchResult:
+    """The outcome of a search: the best trial and where everything is stored."""
+
+    name: str
+    experiment: str           # URI of the experiment directory
+    metric: str
+    mode: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: dict[str, Any]
+    best_checkpoint: str | None
+    best_trial: str
+    trials: list[dict[str, Any]]
+
+    def summary(self) -> str:
+        """What the CLI prints at the end."""
+        lines = [f"best trial {self.best_trial}: {self.metric} = {self.best_value:.4f} ({self.mode})",
+                 "  params: " + json.dumps(self.best_params, sort_keys=True),
+                 f"  checkpoint: {self.best_checkpoint}", f"  experiment: {self.experiment}"]
+        return "\n".join(lines)
+
+
+def _search_alg(spec: SearchSpec):
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    s = spec.search
+    if s.algorithm == "grid":
+        points = grid_points(spec.params)
+        return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
+                {"grid": tune.grid_search(points)})
+    # Random search is hyperopt's own: TPE draws from the prior for its initial points.
+    initial = s.num_samples if s.algorithm == "random" else s.initial_points
+    alg = HyperOptSearch(space=hyperopt_space(spec.params),
+                         points_to_evaluate=[dict(p) for p in s.points_to_evaluate] or None,
+                         n_initial_points=initial, random_state_seed=s.seed)
+    return ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent), {}
+
+
+def _scheduler(spec: SearchSpec):
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        MedianStoppingRule,
+        PopulationBasedTraining,
+    )
+
+    sch = spec.scheduler
+    max_t = sch.max_iterations or spec.iterations
+    if sch.name == "asha":
+        return ASHAScheduler(time_attr="iteration", max_t=max_t,
+                             grace_period=sch.grace_period, reduction_factor=sch.reduction_factor)
+    if sch.name == "median":
+        return MedianStoppingRule(time_attr="iteration", grace_period=sch.grace_period,
+                                  min_samples_required=sch.min_samples_required)
+    if sch.name == "pbt":
+        from ray import tune
+
+        mutations = {p.key: tune.choice(list(p.args)) if p.kind in ("choice", "grid") else
+                     tune.uniform(*p.args[:2]) for p in spec.params if p.branches is None}
+        return PopulationBasedTraining(time_attr="iteration", perturbation_interval=sch.perturbation_interval,
+                                       hyperparam_mutations=mutations, require_attrs=False)
+    return FIFOScheduler()
+
+
+def _outage_callback(storage: Storage):
+    """A Tune callback that ends the search when storage stays unreachable too long."""
+    from ray.tune import Callback
+
+    from .storage import s3_client
+
+    class StorageWatch(Callback):
+        def __init__(self) -> None:
+            self.down_since: float | None = None
+            self.next_check = 0.0
+
+        def on_step_begin(self, iteration, trials, **info) -> None:
+            now = time.monotonic()
+            if not storage.is_s3 or now < self.next_check:
+                return
+            self.next_check = now + 5.0
+            try:
+                s3_client(timeout_s=2.0).head_bucket(Bucket=storage.bucket)
+                self.down_since = None
+            except Exception:  # noqa: BLE001 - any failure to answer counts as down
+                self.down_since = self.down_since or now
+                if now - self.down_since > storage.outage_s:
+                    raise StorageOutage(  # noqa: B904 - the failure is the message
+                        f"storage {storage.uri} unreachable for more than {storage.outage_s:.0f} s: "
+                        "the search stopped. Everything stored before the outage stays readable; "
+                        "continue with `metagan search --resume NAME --storage URI` when it is back")
+
+    return StorageWatch()
+
+
+def _trainable(spec: SearchSpec):
+    from ray import tune
+
+    r = spec.resources
+    return tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec),
+                               {"cpu": r.cpu, "gpu": r.gpu})
+
+
+def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
+    """Store the validated space beside the experiment, so --resume needs only NAME and URI."""
+    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
+    if fs is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+
+
+def read_stored_spec(storage: Storage, name: str) -> SearchSpec:
+    """The space a stored experiment was started with."""
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
+    try:
+        if fs is None:
+            text = Path(path).read_text()
+        else:
+            with fs.open_input_stream(path) as f:
+                text = f.read().decode()
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {name}: no experiment {name!r} in {storage.uri}") from None
+    return parse_spec(yaml.safe_load(text))
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=False,
+                 include_dashboard=False if address is None else None)
+    except ConnectionError as e:
+        raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({e})") from None
+
+
+def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | None = None,
+               address: str | None = None, resume: bool = False, verbose: int = 1) -> SearchResult:
+    """Run (or, with `resume`, continue) a search; return the best trial."""
+    from ray import tune
+
+    storage = storage or parse_storage(spec.storage.uri, spec.storage.outage_s)
+    check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
+    name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+    _init_ray(address)
+    trainable = _trainable(spec)
+    callbacks = [_outage_callback(storage)]
+    if resume:
+        tuner = tune.Tuner.restore(storage.experiment_path(name), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=storage.filesystem)
+    else:
+        _write_spec(spec, storage, name)
+        search_alg, param_space = _search_alg(spec)
+        s, c = spec.search, spec.checkpoint
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=s.metric, mode=s.mode, search_alg=search_alg,
+                scheduler=_scheduler(spec), reuse_actors=True,
+                num_samples=s.num_samples if s.algorithm != "grid" else max(1, s.num_samples)),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage.storage_path,
+                storage_filesystem=storage.filesystem, verbose=verbose, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=c.keep, checkpoint_frequency=spec.checkpoint_frequency,
+                    checkpoint_at_end=True, checkpoint_score_attribute=c.score or s.metric,
+                    checkpoint_score_order=s.mode)))
+    try:
+        grid = tuner.fit()
+    except Exception as e:  # Tune may wrap what a callback raised
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, StorageOutage):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+    return summarise(spec, grid, storage, name)
+
+
+def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResult:
+    """The best trial of a finished ResultGrid (over every reported step of every trial)."""
+    s = spec.search
+    trials = []
+    for r in grid:
+        if r.metrics is None:
+            continue
+        params = cast_sample(spec.params, flatten_sample(r.config.get("grid", r.config)))
+        history = r.metrics_dataframe
+        values = history[s.metric].dropna() if history is not None and s.metric in history else []
+        best = (max if s.mode == "max" else min)(values) if len(values) else math.nan
+        trials.append({"trial_id": r.metrics.get("trial_id"), "params": params,
+                       "best": float(best), "last": r.metrics.get(s.metric),
+                       "iteration": r.metrics.get("iteration"),
+                       "diverged": bool(r.metrics.get("diverged")),
+                       "error": str(r.error).splitlines()[0] if r.error else None,
+                       "checkpoint": storage.uri_of(r.checkpoint.path) if r.checkpoint else None,
+                       "best_checkpoint": _best_checkpoint(r, s.metric, s.mode, storage)})
+    scored = [t for t in trials if not math.isnan(t["best"])]
+    if not scored:
+        raise RuntimeError(f"search {name}: no trial reported {s.metric}")
+    top = (max if s.mode == "max" else min)(scored, key=lambda t: t["best"])
+    return SearchResult(name=name, experiment=storage.uri_of(storage.experiment_path(name)),
+                        metric=s.metric, mode=s.mode, best_value=top["best"],
+                        best_params=top["params"],
+                        best_config=_config_dict(spec, top["params"]),
+                        best_checkpoint=top["best_checkpoint"] or top["checkpoint"],
+                        best_trial=top["trial_id"], trials=trials)
+
+
+def _best_checkpoint(result, metric: str, mode: str, storage: Storage) -> str | None:
+    ranked = [(m.get(metric), c) for c, m in result.best_checkpoints or [] if m.get(metric) is not None]
+    if not ranked:
+        return None
+    _, ckpt = (max if mode == "max" else min)(ranked, key=lambda x: x[0])
+    return storage.uri_of(ckpt.path)
+
+
+def _config_dict(spec: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(spec.config_for(params))
+
+
+def dry_run(spec: SearchSpec, samples: int = 3) -> str:
+    """The validated space and a few configs drawn from it, as text (no Ray)."""
+    import random
+
+    from .space import sample_point
+
+    rng = random.Random(spec.search.seed)
+    out = [yaml.safe_dump({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=False)]
+    points = grid_points(spec.params)[:samples] if spec.search.algorithm == "grid" else [
+        sample_point(spec.params, rng) for _ in range(samples)]
+    for i, point in enumerate(points):
+        cfg = spec.config_for(point)  # validated like a trial's
+        out.append(f"sample {i}: {json.dumps(point, sort_keys=True)}  -> method {cfg.method}, "
+                   f"{cfg.meta.algorithm}, {cfg.train.iterations} iterations")
+    return "\n".join(out)

@@ -1,0 +1,465 @@
+"""Search-space files: a base run config, distributions over its dotted keys, and how to search.
+
+A space file (see `search_spaces/`) has these sections, validated here in one place:
+
+  base:       a run config (a path relative to the space file, or the mapping itself)
+  set:        dotted config keys fixed for every trial (optional)
+  space:      dotted config key -> distribution; `choice` may map each value to a sub-space
+  search:     algorithm (hyperopt | random | grid), metric, mode, num_samples, max_concurrent,
+              seed, initial_points, points_to_evaluate
+  scheduler:  name (asha | median | pbt | none) and its settings, in meta-iterations
+  trial:      iterations_per_step (meta-iterations per report), eval_episodes
+  resources:  cpu, gpu (fractions allowed)
+  checkpoint: every (meta-iterations), keep, score
+  failure:    max_retries
+  storage:    uri (a local path or s3://bucket/prefix), outage_s
+
+Distributions: {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {quniform: [lo, hi, q]},
+{randint: [lo, hi]} (hi excluded), {choice: [v, ...]} or {choice: {v: {sub-space}, ...}},
+{grid: [v, ...]} (algorithm grid only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    build_config,
+    from_dict,
+    parse_override,
+    read_yaml,
+)
+
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
+ALGORITHMS = ("hyperopt", "random", "grid")
+SCHEDULERS = ("asha", "median", "pbt", "none")
+# Key under which a conditional choice's value travels inside a sampled configuration.
+VALUE = "__value__"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    algorithm: str = "hyperopt"
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    seed: int = 0
+    initial_points: int = 4          # TPE draws this many at random before modelling
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str = "asha"
+    grace_period: int = 100          # meta-iterations before a trial can be stopped
+    reduction_factor: int = 2
+    max_iterations: int = 0          # 0: the base config's train.iterations
+    perturbation_interval: int = 100  # pbt, meta-iterations
+    min_samples_required: int = 2    # median stopping
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    iterations_per_step: int = 50    # meta-iterations between two reports to Tune
+    eval_episodes: int = 100         # meta-val episodes per report
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 0                   # meta-iterations; 0: one per report
+    keep: int = 2
+    score: str = ""                  # metric ranking kept checkpoints; "": search.metric
+
+
+@dataclass(frozen=True)
+class FailureConfig:
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    uri: str = "./results"
+    outage_s: float = 300.0          # how long storage may be unreachable before the search ends
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched key: a distribution and, for a conditional choice, a sub-space per value."""
+
+    key: str
+    kind: str
+    args: tuple
+    branches: dict | None = None     # value -> tuple[Param, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated space file."""
+
+    base: dict
+    params: tuple
+    search: SearchConfig
+    scheduler: SchedulerConfig
+    trial: TrialConfig
+    resources: ResourcesConfig
+    checkpoint: CheckpointConfig
+    failure: FailureConfig
+    storage: StorageConfig
+    source: str = ""
+
+    @property
+    def iterations(self) -> int:
+        """Meta-iterations of a trial that is not stopped early."""
+        return int(self.base["train"]["iterations"])
+
+    @property
+    def checkpoint_frequency(self) -> int:
+        """Checkpoint every this many reports."""
+        every = self.checkpoint.every or self.trial.iterations_per_step
+        return every // self.trial.iterations_per_step
+
+    def config_for(self, params: dict[str, Any]) -> Config:
+        """The validated run config of one trial (`params`: flat dotted keys)."""
+        return build_config(self.base, params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as YAML-ready data (the `base` inlined), to store beside the experiment."""
+        return {"base": self.base, "space": {p.key: _param_to_yaml(p) for p in self.params},
+                **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}}
+
+
+SECTIONS = {"search": SearchConfig, "scheduler": SchedulerConfig, "trial": TrialConfig,
+            "resources": ResourcesConfig, "checkpoint": CheckpointConfig,
+            "failure": FailureConfig, "storage": StorageConfig}
+TOP_KEYS = {"base", "set", "space", *SECTIONS}
+
+
+def _param_to_yaml(p: Param) -> dict[str, Any]:
+    if p.branches is not None:
+        return {"choice": {v: {q.key: _param_to_yaml(q) for q in sub}
+                           for v, sub in p.branches.items()}}
+    return {p.kind: list(p.args)}
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: bounds must be numbers, got {value!r}")
+    return value
+
+
+def parse_param(key: str, spec: Any, where: str) -> Param:
+    """Read one distribution, checking its shape and bounds."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}: expected one distribution such as {{uniform: [0.1, 1.0]}} "
+                          f"({', '.join(DISTRIBUTIONS)}), got {spec!r}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: unknown distribution {kind!r}; "
+                          f"expected one of {', '.join(DISTRIBUTIONS)}")
+    if kind in ("choice", "grid"):
+        if kind == "choice" and isinstance(args, dict):
+            if not args:
+                raise ConfigError(f"{where}: choice needs at least one value")
+            branches = {}
+            for value, sub in args.items():
+                sub = sub or {}
+                if not isinstance(sub, dict):
+                    raise ConfigError(f"{where}.{value}: expected a sub-space mapping, got {sub!r}")
+                branches[value] = tuple(parse_param(k, s, f"{where}.{value}.{k}")
+                                        for k, s in sub.items())
+            return Param(key, kind, tuple(args), branches)
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{where}: {kind} needs a non-empty list of values, got {args!r}")
+        return Param(key, kind, tuple(args))
+    if not isinstance(args, list):
+        raise ConfigError(f"{where}: {kind} needs a list [low, high{', q' if kind == 'quniform' else ''}]")
+    n = 3 if kind == "quniform" else 2
+    if len(args) != n:
+        raise ConfigError(f"{where}: {kind} needs {n} numbers, got {len(args)}")
+    lo, hi = (_number(where, a) for a in args[:2])
+    if not lo < hi:
+        raise ConfigError(f"{where}: {kind} needs low < high, got [{lo}, {hi}]")
+    if kind == "loguniform" and lo <= 0:
+        raise ConfigError(f"{where}: loguniform needs a positive low bound, got {lo}")
+    if kind == "randint" and not (isinstance(lo, int) and isinstance(hi, int)):
+        raise ConfigError(f"{where}: randint needs integer bounds, got [{lo}, {hi}]")
+    if kind == "quniform":
+        q = _number(where, args[2])
+        if q <= 0 or q > hi - lo:
+            raise ConfigError(f"{where}: quniform step q must be in (0, high - low], got {q}")
+    return Param(key, kind, tuple(args))
+
+
+def _walk(params: tuple) -> list[Param]:
+    out = []
+    for p in params:
+        out.append(p)
+        for sub in (p.branches or {}).values():
+            out.extend(_walk(sub))
+    return out
+
+
+def _cast(p: Param, value: Any) -> Any:
+    if p.kind == "quniform":
+        q = p.args[2]
+        value = round(value / q) * q
+        return int(value) if all(isinstance(a, int) for a in p.args) else float(value)
+    if p.kind == "randint":
+        return int(value)
+    return value
+
+
+def sample_point(params: tuple, rng: random.Random) -> dict[str, Any]:
+    """Draw one flat assignment from the prior (used by --dry-run and for validation)."""
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.kind == "uniform":
+            out[p.key] = rng.uniform(*p.args)
+        elif p.kind == "loguniform":
+            out[p.key] = math.exp(rng.uniform(math.log(p.args[0]), math.log(p.args[1])))
+        elif p.kind == "quniform":
+            out[p.key] = _cast(p, rng.uniform(p.args[0], p.args[1]))
+        elif p.kind == "randint":
+            out[p.key] = rng.randrange(p.args[0], p.args[1])
+        else:
+            value = rng.choice(p.args)
+            out[p.key] = value
+            if p.branches is not None:
+                out.update(sample_point(p.branches[value], rng))
+    return out
+
+
+def _corner_points(params: tuple) -> list[dict[str, Any]]:
+    """Assignments that exercise every bound and every choice value, every branch."""
+    points = []
+    for corner in (0, 1):
+        point = {}
+        for p in params:
+            if p.kind in ("choice", "grid"):
+                point[p.key] = p.args[0] if corner == 0 else p.args[-1]
+            elif p.kind == "randint":
+                point[p.key] = p.args[corner] - corner
+            else:
+                point[p.key] = _cast(p, p.args[corner])
+        points.append(point)
+    base = points[0]
+    for p in params:
+        for value in p.args if p.kind in ("choice", "grid") else ():
+            if p.branches is None:
+                points.append({**base, p.key: value})
+            else:
+                for sub in _corner_points(p.branches[value]):
+                    points.append({**base, p.key: value, **sub})
+    return points
+
+
+def grid_points(params: tuple) -> list[dict[str, Any]]:
+    """Every assignment of a grid space (the product of all grid values)."""
+    keys = [p.key for p in params]
+    return [dict(zip(keys, values)) for values in itertools.product(*(p.args for p in params))]
+
+
+def reported_metrics(cfg: Config) -> set[str]:
+    """The metric names a trial of `cfg` reports to Tune (see trainable.py)."""
+    from ..gan import generates
+
+    common = {"iteration", "tasks_per_s", "lr", "loop_s", "diverged"}
+    if generates(cfg):
+        val = {"frechet_distance", "fidelity", "diversity", "chance_fidelity"}
+    else:
+        val = {"accuracy", "ci95", "episodes"}
+    return common | {f"val_{k}" for k in val}
+
+
+def _section(cls: type, data: Any, name: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {type(data).__name__}")
+    return from_dict(cls, data, name)
+
+
+def _read_base(raw: Any, source: Path | None) -> dict[str, Any]:
+    if isinstance(raw, str):
+        path = Path(raw)
+        if not path.is_absolute() and source is not None:
+            path = source.parent / path
+        return read_yaml(path)
+    if isinstance(raw, dict):
+        return raw
+    raise ConfigError("base: expected a config file path or a config mapping")
+
+
+def parse_spec(data: dict[str, Any], source: Path | None = None,
+               overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """Validate a whole space file (already read as YAML); every error is a ConfigError."""
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}; expected one of {', '.join(sorted(TOP_KEYS))}")
+    if "base" not in data:
+        raise ConfigError("base: missing (a run config path or mapping)")
+    # --set applies to sections of the space file (search.num_samples=4) or to the base config.
+    overrides = dict(overrides or {})
+    space_over = {k: v for k, v in overrides.items() if k.split(".")[0] in SECTIONS}
+    data = apply_overrides(data, space_over)
+    fixed = dict(data.get("set") or {})
+    fixed.update({k: v for k, v in overrides.items() if k not in space_over})
+    base_data = apply_overrides(_read_base(data["base"], source), fixed)
+    base_cfg = build_config(base_data)   # the base alone must be a valid run
+    base = dataclasses.asdict(base_cfg)
+
+    raw_space = data.get("space") or {}
+    if not isinstance(raw_space, dict):
+        raise ConfigError("space: expected a mapping of dotted config keys to distributions")
+    params = tuple(parse_param(k, v, f"space.{k}") for k, v in raw_space.items())
+    sections = {name: _section(cls, data.get(name), name) for name, cls in SECTIONS.items()}
+    spec = SearchSpec(base=base, params=params, source=str(source or ""), **sections)
+    _check_sections(spec)
+    _check_params(spec)
+    return spec
+
+
+def _check_sections(spec: SearchSpec) -> None:
+    s, sch, tr = spec.search, spec.scheduler, spec.trial
+    if s.algorithm not in ALGORITHMS:
+        raise ConfigError(f"search.algorithm: {s.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    if s.mode not in ("min", "max"):
+        raise ConfigError(f"search.mode: expected min or max, got {s.mode!r}")
+    for where, v in (("search.num_samples", s.num_samples), ("search.max_concurrent", s.max_concurrent),
+                     ("trial.iterations_per_step", tr.iterations_per_step),
+                     ("trial.eval_episodes", tr.eval_episodes), ("checkpoint.keep", spec.checkpoint.keep)):
+        if v < 1:
+            raise ConfigError(f"{where}: must be at least 1, got {v}")
+    if s.initial_points < 1:
+        raise ConfigError(f"search.initial_points: must be at least 1, got {s.initial_points}")
+    if sch.name not in SCHEDULERS:
+        raise ConfigError(f"scheduler.name: {sch.name!r} is not one of {', '.join(SCHEDULERS)}")
+    if sch.name == "asha" and sch.reduction_factor < 2:
+        raise ConfigError(f"scheduler.reduction_factor: must be at least 2, got {sch.reduction_factor}")
+    if sch.max_iterations and sch.max_iterations > spec.iterations:
+        raise ConfigError(f"scheduler.max_iterations ({sch.max_iterations}) exceeds the base "
+                          f"config's train.iterations ({spec.iterations})")
+    if sch.name != "none" and not 0 < sch.grace_period <= spec.iterations:
+        raise ConfigError(f"scheduler.grace_period: must be in [1, train.iterations="
+                          f"{spec.iterations}], got {sch.grace_period}")
+    if tr.iterations_per_step > spec.iterations:
+        raise ConfigError(f"trial.iterations_per_step ({tr.iterations_per_step}) exceeds "
+                          f"train.iterations ({spec.iterations})")
+    every = spec.checkpoint.every
+    if every < 0 or every % tr.iterations_per_step:
+        raise ConfigError(f"checkpoint.every ({every}) must be a multiple of "
+                          f"trial.iterations_per_step ({tr.iterations_per_step})")
+    r = spec.resources
+    if r.cpu <= 0 or r.gpu < 0:
+        raise ConfigError(f"resources: cpu must be positive and gpu non-negative, got {r}")
+    if r.gpu > 1 and r.gpu != int(r.gpu):
+        raise ConfigError(f"resources.gpu: a trial may use a fraction of one GPU or whole GPUs, got {r.gpu}")
+    if spec.failure.max_retries < 0:
+        raise ConfigError(f"failure.max_retries: must be >= 0, got {spec.failure.max_retries}")
+    if spec.storage.outage_s <= 0:
+        raise ConfigError(f"storage.outage_s: must be positive, got {spec.storage.outage_s}")
+
+
+def _check_params(spec: SearchSpec) -> None:
+    algorithm = spec.search.algorithm
+    every = _walk(spec.params)
+    for p in every:
+        if p.kind == "grid" and algorithm != "grid":
+            raise ConfigError(f"space.{p.key}: grid values need search.algorithm: grid "
+                              f"(use choice with {algorithm})")
+        if algorithm == "grid" and p.kind != "grid":
+            raise ConfigError(f"space.{p.key}: search.algorithm grid takes only grid values, "
+                              f"got {p.kind}")
+    # Every bound and every branch must give a valid run config with the searched metric.
+    points = grid_points(spec.params) if algorithm == "grid" else _corner_points(spec.params)
+    for point in points or [{}]:
+        try:
+            cfg = spec.config_for(point)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise ConfigError(f"space: the config at ({where}) is invalid: {e}") from None
+        metrics = reported_metrics(cfg)
+        for name, metric in (("search.metric", spec.search.metric),
+                             ("checkpoint.score", spec.checkpoint.score)):
+            if metric and metric not in metrics:
+                raise ConfigError(f"{name}: {metric!r} is not reported for method "
+                                  f"{cfg.method!r}; reported: {', '.join(sorted(metrics))}")
+    keys = {p.key for p in spec.params}
+    unconditional = {p.key for p in spec.params if p.branches is None}
+    for i, point in enumerate(spec.search.points_to_evaluate):
+        if not isinstance(point, dict):
+            raise ConfigError(f"search.points_to_evaluate[{i}]: expected a mapping of dotted keys")
+        extra = set(point) - keys
+        if extra:
+            raise ConfigError(f"search.points_to_evaluate[{i}]: {sorted(extra)[0]!r} is not in space")
+        if set(point) != unconditional or len(unconditional) != len(keys):
+            raise ConfigError(f"search.points_to_evaluate[{i}]: give a value for every key of a "
+                              "space without conditional choices")
+        try:
+            spec.config_for(point)
+        except ConfigError as e:
+            raise ConfigError(f"search.points_to_evaluate[{i}]: {e}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
+    """Read and validate a space file (`overrides`: `--set key=value` texts)."""
+    path = Path(path)
+    parsed = dict(parse_override(o) for o in overrides or [])
+    return parse_spec(read_yaml(path), path, parsed)
+
+
+def flatten_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """A sampled configuration (conditional values nested under their choice) as flat dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in sample.items():
+        if isinstance(value, dict) and VALUE in value:
+            out[key] = value[VALUE]
+            out.update(flatten_sample({k: v for k, v in value.items() if k != VALUE}))
+        else:
+            out[key] = value
+    return out
+
+
+def hyperopt_space(params: tuple, prefix: str = "") -> dict[str, Any]:
+    """The space as a native hyperopt space (nested choices keep labels unique by prefix)."""
+    from hyperopt import hp
+
+    out: dict[str, Any] = {}
+    for p in params:
+        label = prefix + p.key
+        if p.kind == "uniform":
+            out[p.key] = hp.uniform(label, *p.args)
+        elif p.kind == "loguniform":
+            out[p.key] = hp.loguniform(label, math.log(p.args[0]), math.log(p.args[1]))
+        elif p.kind == "quniform":
+            out[p.key] = hp.quniform(label, *p.args)
+        elif p.kind == "randint":
+            out[p.key] = hp.randint(label, p.args[0], p.args[1])
+        elif p.branches is None:
+            out[p.key] = hp.choice(label, list(p.args))
+        else:
+            out[p.key] = hp.choice(label, [
+                {VALUE: v, **hyperopt_space(p.branches[v], f"{label}={v}/")} for v in p.args])
+    return out
+
+
+def cast_sample(params: tuple, flat: dict[str, Any]) -> dict[str, Any]:
+    """Round quantised values and make integers of integer distributions."""
+    by_key = {p.key: p for p in _walk(params)}
+    return {k: _cast(by_key[k], v) if k in by_key else v for k, v in flat.items()}

@@ -1,0 +1,283 @@
+"""Where a search keeps its results: a local path or an S3-compatible bucket.
+
+S3 goes through Ray Tune's own storage layer with a pyarrow filesystem. The filesystem is
+wrapped in `ResilientS3Handler`, which retries every operation with backoff while the endpoint
+is unreachable (up to `outage_s`), so a short outage delays a checkpoint upload instead of
+failing the trial; the checkpoint stays in the trial's local directory until it is stored.
+
+Credentials are never passed explicitly or pickled: pyarrow and boto3 read them from the
+standard AWS variables (or an instance role) in each process. The endpoint comes from
+AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (MinIO, Ceph, moto ...), the region from AWS_REGION /
+AWS_DEFAULT_REGION.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..config import ConfigError
+
+
+class StorageError(RuntimeError):
+    """Storage that cannot be used: unreachable, missing, or not writable."""
+
+
+# Substrings of pyarrow / AWS SDK errors that mean "the endpoint did not answer" (retry),
+# as opposed to "the endpoint answered no" (missing key, access denied: do not retry).
+_TRANSIENT = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "Connection refused",
+              "connection", "Connection", "timed out", "Timeout", "SERVICE_UNAVAILABLE",
+              "SLOW_DOWN", "INTERNAL_FAILURE", "Broken pipe", "reset by peer", "HTTP response code: 5")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an S3 error looks like an outage rather than a definite answer."""
+    if isinstance(error, (FileNotFoundError, PermissionError)):
+        return False
+    return isinstance(error, OSError) and any(t in str(error) for t in _TRANSIENT)
+
+
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint URL from the environment (None: AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_region() -> str:
+    """The region from the environment."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+class ResilientS3Handler(pafs.FileSystemHandler):
+    """A pyarrow S3 filesystem whose operations wait out short outages (retry with backoff).
+
+    Uploads are buffered in memory and sent on close, so a failed upload can be sent again;
+    downloads are read whole before they are handed out, so a broken read is retried too.
+    """
+
+    def __init__(self, endpoint: str | None, region: str, outage_s: float = 300.0,
+                 max_backoff_s: float = 5.0) -> None:
+        self.endpoint, self.region = endpoint, region
+        self.outage_s, self.max_backoff_s = outage_s, max_backoff_s
+        self._inner: pafs.S3FileSystem | None = None
+
+    def __reduce__(self):
+        # Only the endpoint and settings travel (to Ray workers, into Tune's state): no secrets.
+        return (ResilientS3Handler, (self.endpoint, self.region, self.outage_s, self.max_backoff_s))
+
+    @property
+    def inner(self) -> pafs.S3FileSystem:
+        if self._inner is None:
+            kwargs = {}
+            if self.endpoint:
+                url = urlparse(self.endpoint)
+                kwargs.update(endpoint_override=url.netloc or url.path, scheme=url.scheme or "https")
+            self._inner = pafs.S3FileSystem(
+                region=self.region, connect_timeout=3, request_timeout=20,
+                # One attempt per call: retries (and their patience) are ours.
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
+                background_writes=False, **kwargs)
+        return self._inner
+
+    def _retry(self, what: str, fn, *args):
+        deadline = time.monotonic() + self.outage_s
+        delay = 0.25
+        while True:
+            try:
+                return fn(*args)
+            except OSError as e:
+                if not is_transient(e) or time.monotonic() + delay > deadline:
+                    if is_transient(e):
+                        raise StorageError(f"S3 endpoint {self.endpoint or 'AWS'} unreachable for "
+                                           f"{self.outage_s:.0f} s ({what}): {e}") from e
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, self.max_backoff_s)
+
+    # pyarrow FileSystemHandler interface
+    def get_type_name(self) -> str:
+        return "metagan-s3"
+
+    def normalize_path(self, path: str) -> str:
+        return self.inner.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self._retry("stat", self.inner.get_file_info, paths)
+
+    def get_file_info_selector(self, selector):
+        return self._retry("list", self.inner.get_file_info, selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._retry("mkdir", self.inner.create_dir, path, recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._retry("delete", self.inner.delete_dir, path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._retry("delete", self.inner.delete_dir_contents, path, missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise StorageError("refusing to delete the whole bucket")
+
+    def delete_file(self, path: str) -> None:
+        self._retry("delete", self.inner.delete_file, path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._retry("move", self.inner.move, src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self._retry("copy", self.inner.copy_file, src, dest)
+
+    def _read(self, path: str) -> pa.BufferReader:
+        def read() -> bytes:
+            with self.inner.open_input_stream(path) as f:
+                return f.read()
+        return pa.BufferReader(self._retry(f"read {path}", read))
+
+    def open_input_stream(self, path: str):
+        return self._read(path)
+
+    def open_input_file(self, path: str):
+        return self._read(path)
+
+    def open_output_stream(self, path: str, metadata):
+        return pa.PythonFile(_UploadOnClose(self, path, metadata), mode="w")
+
+    def open_append_stream(self, path: str, metadata):
+        raise StorageError("S3 has no append")
+
+    def upload(self, path: str, data: bytes, metadata=None) -> None:
+        """Write one object, retrying through an outage."""
+        def write() -> None:
+            with self.inner.open_output_stream(path, metadata=metadata) as f:
+                f.write(data)
+        self._retry(f"write {path}", write)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ResilientS3Handler) and (self.endpoint, self.region) == (
+            other.endpoint, other.region)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+
+class _UploadOnClose(io.RawIOBase):
+    """A write buffer that becomes one S3 object (with retries) when closed."""
+
+    def __init__(self, handler: ResilientS3Handler, path: str, metadata) -> None:
+        self.handler, self.path, self.metadata = handler, path, metadata
+        self.buffer = io.BytesIO()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self.buffer.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            data = self.buffer.getvalue()
+            super().close()
+            self.handler.upload(self.path, data, self.metadata)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A parsed `--storage` URI."""
+
+    uri: str
+    bucket: str = ""          # s3 only
+    prefix: str = ""          # s3 only
+    outage_s: float = 300.0
+
+    @property
+    def is_s3(self) -> bool:
+        return bool(self.bucket)
+
+    @property
+    def filesystem(self) -> pafs.FileSystem | None:
+        """The pyarrow filesystem to hand to Ray Tune (None: a local path)."""
+        if not self.is_s3:
+            return None
+        return pafs.PyFileSystem(ResilientS3Handler(s3_endpoint(), s3_region(), self.outage_s))
+
+    @property
+    def storage_path(self) -> str:
+        """RunConfig.storage_path: "bucket/prefix" beside a filesystem, else an absolute path."""
+        if self.is_s3:
+            return posixpath.join(self.bucket, self.prefix) if self.prefix else self.bucket
+        return str(Path(self.uri).expanduser().resolve())
+
+    def experiment_path(self, name: str) -> str:
+        """Where experiment `name` lives on the filesystem."""
+        return posixpath.join(self.storage_path, name) if self.is_s3 else str(
+            Path(self.storage_path) / name)
+
+    def uri_of(self, fs_path: str) -> str:
+        """A user-facing URI for a path on the filesystem (s3://... or a local path)."""
+        return f"s3://{fs_path}" if self.is_s3 else fs_path
+
+
+def parse_storage(uri: str, outage_s: float = 300.0) -> Storage:
+    """Read `s3://bucket/prefix` or a local path."""
+    if "://" not in uri:
+        return Storage(uri, outage_s=outage_s)
+    url = urlparse(uri)
+    if url.scheme != "s3":
+        raise ConfigError(f"storage {uri!r}: expected s3://bucket/prefix or a local path")
+    if not url.netloc:
+        raise ConfigError(f"storage {uri!r}: no bucket name")
+    return Storage(uri, url.netloc, url.path.strip("/"), outage_s)
+
+
+def s3_client(timeout_s: float = 5.0):
+    """A boto3 S3 client for the configured endpoint, failing fast when it is down."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=s3_region(),
+                        config=BotoConfig(connect_timeout=timeout_s, read_timeout=timeout_s,
+                                          retries={"max_attempts": 2, "mode": "standard"}))
+
+
+def check_storage(storage: Storage) -> None:
+    """Fail fast, before any trial, unless the storage is reachable and writable."""
+    if not storage.is_s3:
+        path = Path(storage.storage_path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".metagan-probe-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise StorageError(f"storage {storage.uri}: not writable ({e.strerror})") from None
+        return
+    import botocore.exceptions as be
+
+    client = s3_client()
+    where = f"storage {storage.uri} (endpoint {s3_endpoint() or 'AWS'})"
+    key = posixpath.join(storage.prefix, f".metagan-probe-{uuid.uuid4().hex}")
+    try:
+        client.head_bucket(Bucket=storage.bucket)
+        client.put_object(Bucket=storage.bucket, Key=key, Body=b"ok")
+        client.delete_object(Bucket=storage.bucket, Key=key)
+    except be.NoCredentialsError:
+        raise StorageError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY, or use an instance role)") from None
+    except (be.EndpointConnectionError, be.ConnectTimeoutError, be.ReadTimeoutError) as e:
+        raise StorageError(f"{where}: endpoint unreachable ({type(e).__name__})") from None
+    except be.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket"):
+            raise StorageError(f"{where}: bucket {storage.bucket!r} does not exist") from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise StorageError(f"{where}: access denied to bucket {storage.bucket!r} ({code})") from None
+        raise StorageError(f"{where}: {code or e}") from None

@@ -1,0 +1,107 @@
+"""The trial actor: a Ray Tune `Trainable` that drives one episode loop.
+
+Each `step()` runs `trial.iterations_per_step` meta-iterations, evaluates on meta-val and
+reports; checkpoints are the loop's `state_dict()` plus the resolved config, the last metrics
+and, for generating methods, a sample grid. The loop itself knows nothing of Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE
+from ..config import dump_yaml
+from ..loop import Diverged, EpisodeLoop
+from ..runtime import tune_allocator
+from .space import SearchSpec, cast_sample, flatten_sample
+
+GRID_FILE = "samples.png"
+
+
+def trial_device(gpus: float) -> torch.device:
+    """The device Ray assigned: its (first) visible GPU when the trial asked for one."""
+    if gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES for the actor
+    return torch.device("cpu")
+
+
+def worst_value(mode: str) -> float:
+    """The metric a trial reports when it has nothing better (diverged before any evaluation)."""
+    return 0.0 if mode == "max" else 1e12
+
+
+class EpisodeTrainable(tune.Trainable):
+    """One trial: the sampled config's episode loop, stepped by Tune."""
+
+    def setup(self, config: dict[str, Any], spec: SearchSpec) -> None:
+        tune_allocator()
+        self.spec = spec
+        torch.set_num_threads(max(1, int(spec.resources.cpu)))
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        params = cast_sample(self.spec.params, flatten_sample(config))
+        self.params = params
+        self.cfg = self.spec.config_for(params)
+        old = getattr(self, "loop", None)
+        splits = old.splits if old is not None and old.cfg.data == self.cfg.data else None
+        self.loop = EpisodeLoop(self.cfg, splits, trial_device(self.spec.resources.gpu))
+        self.loop_s = 0.0
+        self.last: dict[str, Any] = {}
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this actor for another trial (Tune's reuse_actors)."""
+        self._build(new_config)
+        return True
+
+    def step(self) -> dict[str, Any]:
+        """`iterations_per_step` meta-iterations, then a meta-val evaluation."""
+        start = time.perf_counter()
+        total = self.spec.iterations
+        end = min(total, self.loop.iteration + self.spec.trial.iterations_per_step)
+        sums: dict[str, float] = {}
+        n = 0
+        try:
+            while self.loop.iteration < end:
+                for k, v in self.loop.step().items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        except Diverged as e:
+            self.loop_s += time.perf_counter() - start
+            metric, mode = self.spec.search.metric, self.spec.search.mode
+            return {**self.last, "iteration": self.loop.iteration + 1, "diverged": 1,
+                    "reason": str(e), metric: self.last.get(metric, worst_value(mode)),
+                    "done": True}
+        means = {k: v / n for k, v in sums.items() if k != "iteration"}
+        val = self.loop.evaluate("val", self.spec.trial.eval_episodes)
+        self.loop_s += time.perf_counter() - start
+        self.last = {**means, **{f"val_{k}": v for k, v in val.items()},
+                     "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0}
+        return {**self.last, "done": self.loop.iteration >= total}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Weights, optimisers, RNG state, resolved config, metrics (and a grid for generators)."""
+        d = Path(checkpoint_dir)
+        torch.save(self.loop.state_dict(), d / STATE_FILE)
+        dump_yaml(self.cfg, d / CONFIG_FILE)
+        (d / METRICS_FILE).write_text(json.dumps(self.last, indent=2, sort_keys=True))
+        (d / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True))
+        if getattr(self.loop.method, "generates", False):
+            from ..gan.grid import sample_loop
+
+            sample_loop(self.loop, d / GRID_FILE, "val", seed=self.cfg.train.seed)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """Continue exactly where the checkpoint stopped (tensors only: weights_only=True)."""
+        d = Path(checkpoint_dir)
+        state = torch.load(d / STATE_FILE, map_location=self.loop.device, weights_only=True)
+        self.loop.load_state_dict(state)
+        metrics = d / METRICS_FILE
+        self.last = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        self.loop_s = float(self.last.get("loop_s", 0.0))

@@ -1,0 +1,168 @@
+"""Search-space files: every validation error, conditional spaces, sampling, --dry-run."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from metagan.config import ConfigError
+from metagan.tune.space import (
+    cast_sample,
+    flatten_sample,
+    hyperopt_space,
+    load_spec,
+    parse_spec,
+    sample_point,
+)
+
+from .conftest import ROOT, run_cli, tiny_data
+
+SPACE: dict[str, Any] = {
+    "base": tiny_data("protonet", **{"train.iterations": 20}),
+    "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}, "model.hidden": {"choice": [8, 16]}},
+    "search": {"num_samples": 4, "max_concurrent": 2},
+    "scheduler": {"name": "asha", "grace_period": 10},
+    "trial": {"iterations_per_step": 10, "eval_episodes": 8},
+}
+
+
+def space(**changes: Any) -> dict[str, Any]:
+    """SPACE with dotted keys set (a value of None deletes the key)."""
+    data = copy.deepcopy(SPACE)
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return data
+
+
+def test_valid_space_parses() -> None:
+    spec = parse_spec(space())
+    assert [p.key for p in spec.params] == ["optim.lr", "model.hidden"]
+    assert spec.iterations == 20 and spec.checkpoint_frequency == 1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"colour": 1}, "unknown section 'colour'"),
+    ({"search/algo": "tpe"}, "search.algo"),
+    ({"search/algorithm": "bayes"}, "search.algorithm: 'bayes'"),
+    ({"search/mode": "maximum"}, "search.mode"),
+    ({"space/optim.lr": {"gaussian": [0, 1]}}, "unknown distribution 'gaussian'"),
+    ({"space/optim.lr": {"uniform": [0.1, 0.01]}}, "low < high"),
+    ({"space/optim.lr": {"loguniform": [0, 0.01]}}, "positive low bound"),
+    ({"space/optim.lr": {"uniform": [0.1]}}, "needs 2 numbers"),
+    ({"space/optim.lr": {"uniform": ["a", 1]}}, "bounds must be numbers"),
+    ({"space/model.hidden": {"quniform": [8, 64, 0]}}, "step q"),
+    ({"space/model.hidden": {"randint": [8.5, 64]}}, "integer bounds"),
+    ({"space/model.hidden": {"choice": []}}, "non-empty list"),
+    ({"space/optim.learning_rate": {"uniform": [0.1, 1]}}, "optim.learning_rate"),
+    ({"space/task.ways": {"choice": [5, 0]}}, "task.ways"),
+    ({"space/model.hidden": {"grid": [8, 16]}}, "grid values need search.algorithm: grid"),
+    ({"search/metric": "val_fid"}, "'val_fid' is not reported"),
+    ({"checkpoint/score": "nope"}, "checkpoint.score: 'nope' is not reported"),
+    ({"scheduler/name": "hyperband"}, "scheduler.name"),
+    ({"scheduler/grace_period": 500}, "scheduler.grace_period"),
+    ({"scheduler/reduction_factor": 1}, "reduction_factor"),
+    ({"scheduler/max_iterations": 50}, "exceeds the base"),
+    ({"trial/iterations_per_step": 0}, "trial.iterations_per_step"),
+    ({"checkpoint/every": 15}, "multiple of trial.iterations_per_step"),
+    ({"resources/gpu": 1.5}, "fraction of one GPU"),
+    ({"resources/cpu": 0}, "cpu must be positive"),
+    ({"search/num_samples": 0}, "search.num_samples"),
+    ({"base": None}, "base: missing"),
+    ({"base/task/ways": -1}, "task.ways"),
+    ({"search/points_to_evaluate": [{"optim.lr": 0.001}]}, "every key"),
+    ({"search/points_to_evaluate": [{"optim.lr": 0.001, "model.hidden": 8, "x": 1}]}, "'x' is not in space"),
+])
+def test_space_errors_name_the_problem(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_spec(space(**changes))
+
+
+def test_metric_must_exist_for_every_branch() -> None:
+    """A conditional branch whose method does not report the metric is an error."""
+    data = space(**{"space/method": {"choice": {"meta": {}, "fewshot_gan": {"gan.z_dim": {"choice": [16]}}}}})
+    with pytest.raises(ConfigError, match="not reported for method 'fewshot_gan'"):
+        parse_spec(data)
+
+
+def test_conditional_space_samples_only_its_branch_keys() -> None:
+    data = space(**{"space/meta.algorithm": {"choice": {
+        "protonet": {},
+        "maml": {"meta.inner_lr": {"loguniform": [0.05, 0.5]}, "meta.inner_steps": {"randint": [1, 3]}},
+    }}})
+    spec = parse_spec(data)
+    from hyperopt.pyll.stochastic import sample
+
+    rng = __import__("numpy").random.default_rng(0)
+    seen = set()
+    for _ in range(30):
+        flat = cast_sample(spec.params, flatten_sample(sample(hyperopt_space(spec.params), rng=rng)))
+        algo = flat["meta.algorithm"]
+        seen.add(algo)
+        assert ("meta.inner_lr" in flat) == (algo == "maml")
+        if algo == "maml":
+            assert 0.05 <= flat["meta.inner_lr"] <= 0.5 and flat["meta.inner_steps"] in (1, 2)
+        cfg = spec.config_for(flat)
+        assert cfg.meta.algorithm == algo
+    assert seen == {"protonet", "maml"}
+    point = sample_point(spec.params, random.Random(1))
+    assert spec.config_for(point).optim.lr == point["optim.lr"]
+
+
+def test_quniform_gives_integers_for_integer_bounds() -> None:
+    spec = parse_spec(space(**{"space/model.hidden": {"quniform": [8, 32, 8]}}))
+    values = {sample_point(spec.params, random.Random(s))["model.hidden"] for s in range(40)}
+    assert values <= {8, 16, 24, 32} and all(isinstance(v, int) for v in values)
+
+
+def test_grid_space() -> None:
+    from metagan.tune.space import grid_points
+
+    spec = parse_spec(space(**{"search/algorithm": "grid", "space/optim.lr": {"grid": [0.001, 0.01]},
+                               "space/model.hidden": {"grid": [8, 16, 32]}}))
+    assert len(grid_points(spec.params)) == 6
+    with pytest.raises(ConfigError, match="only grid values"):
+        parse_spec(space(**{"search/algorithm": "grid"}))
+
+
+def test_set_overrides_reach_space_sections_and_base(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    spec = load_spec(path, ["search.num_samples=2", "train.iterations=30", "model.depth=3"])
+    assert spec.search.num_samples == 2 and spec.iterations == 30
+    assert spec.base["model"]["depth"] == 3
+
+
+def test_every_shipped_space_is_valid() -> None:
+    files = sorted((ROOT / "search_spaces").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"demo", "protonet", "maml", "dagan", "metagan", "fewshot_gan"}
+    for f in files:
+        spec = load_spec(f)
+        assert spec.params, f
+
+
+@pytest.mark.slow
+def test_cli_dry_run_and_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(SPACE))
+    r = run_cli("search", str(good), "--dry-run", "--samples", "2")
+    assert r.returncode == 0, r.stderr
+    assert "optim.lr" in r.stdout and "sample 1:" in r.stdout and "sample 2:" not in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: [unclosed\n")
+    r = run_cli("search", str(bad), "--dry-run")
+    assert r.returncode == 2 and "malformed YAML" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text(yaml.safe_dump(space(**{"space/optim.lr": {"uniform": [1, 0]}})))
+    r = run_cli("search", str(bad))  # fails in validation, before Ray would start
+    assert r.returncode == 2 and "space.optim.lr" in r.stderr and "Traceback" not in r.stderr
