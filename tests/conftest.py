@@ -80,3 +80,49 @@ def image_folder(tmp_path: Path) -> Path:
         for i in range(6):
             Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(d / f"{i}.png")
     return root
+
+
+# A secret no log, result or checkpoint may ever contain (checked by the S3 tests).
+S3_SECRET = "metagan-test-secret-6f1c2a"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 server on 127.0.0.1 behind a blockable proxy; AWS variables point at it.
+
+    Set up before Ray starts, so trial actors inherit the same endpoint and credentials.
+    """
+    import boto3
+
+    from .services import MotoS3, TcpProxy
+
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log")
+    proxy = TcpProxy(server.port)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": proxy.url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
+    client.create_bucket(Bucket="metagan")
+    try:
+        yield {"server": server, "proxy": proxy, "client": client, "bucket": "metagan"}
+    finally:
+        proxy.stop()
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3) -> str:
+    """One local Ray for the session (2 CPUs); its GCS address, for CLI drivers to join."""
+    import ray
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()

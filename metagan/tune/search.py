@@ -59,7 +59,8 @@ def _search_alg(spec: SearchSpec):
                 {"grid": tune.grid_search(points)})
     # Random search is hyperopt's own: TPE draws from the prior for its initial points.
     initial = s.num_samples if s.algorithm == "random" else s.initial_points
-    alg = HyperOptSearch(space=hyperopt_space(spec.params),
+    # A native space (conditional choices): metric and mode must be given here as well.
+    alg = HyperOptSearch(space=hyperopt_space(spec.params), metric=s.metric, mode=s.mode,
                          points_to_evaluate=[dict(p) for p in s.points_to_evaluate] or None,
                          n_initial_points=initial, random_state_seed=s.seed)
     return ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent), {}

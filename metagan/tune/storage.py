@@ -116,13 +116,14 @@ class ResilientS3Handler(pafs.FileSystemHandler):
         return self._retry("list", self.inner.get_file_info, selector)
 
     def create_dir(self, path: str, recursive: bool) -> None:
-        self._retry("mkdir", self.inner.create_dir, path, recursive)
+        self._retry("mkdir", lambda: self.inner.create_dir(path, recursive=recursive))
 
     def delete_dir(self, path: str) -> None:
         self._retry("delete", self.inner.delete_dir, path)
 
     def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
-        self._retry("delete", self.inner.delete_dir_contents, path, missing_dir_ok)
+        self._retry("delete", lambda: self.inner.delete_dir_contents(
+            path, missing_dir_ok=missing_dir_ok))
 
     def delete_root_dir_contents(self) -> None:
         raise StorageError("refusing to delete the whole bucket")
@@ -138,7 +139,7 @@ class ResilientS3Handler(pafs.FileSystemHandler):
 
     def _read(self, path: str) -> pa.BufferReader:
         def read() -> bytes:
-            with self.inner.open_input_stream(path) as f:
+            with self.inner.open_input_stream(path, compression=None) as f:
                 return f.read()
         return pa.BufferReader(self._retry(f"read {path}", read))
 
@@ -157,7 +158,7 @@ class ResilientS3Handler(pafs.FileSystemHandler):
     def upload(self, path: str, data: bytes, metadata=None) -> None:
         """Write one object, retrying through an outage."""
         def write() -> None:
-            with self.inner.open_output_stream(path, metadata=metadata) as f:
+            with self.inner.open_output_stream(path, compression=None, metadata=metadata) as f:
                 f.write(data)
         self._retry(f"write {path}", write)
 

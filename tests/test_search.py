@@ -1,0 +1,223 @@
+"""The search platform end to end: Ray Tune on a local Ray, results in a real S3 endpoint.
+
+Each test drives `metagan search` as a user would (a CLI process that joins the session's
+Ray), and reads what landed in the bucket with boto3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import ROOT, S3_SECRET, tiny_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
+
+
+def write_space(path: Path, *, iterations: int = 40, samples: int = 4, scheduler: str = "asha",
+                keep: int = 2, every: int = 10, **sections: Any) -> Path:
+    """A tiny search: ProtoNet on the bundled data, seconds per trial."""
+    data = {
+        "base": tiny_data("protonet", **{"train.iterations": iterations}),
+        "space": {"optim.lr": {"loguniform": [1e-5, 0.05]}, "model.hidden": {"choice": [8, 16]}},
+        "search": {"algorithm": "hyperopt", "num_samples": samples, "max_concurrent": 2,
+                   "initial_points": 2, "seed": 0},
+        "scheduler": {"name": scheduler, "grace_period": 10, "reduction_factor": 2},
+        "trial": {"iterations_per_step": 10, "eval_episodes": 16},
+        "checkpoint": {"every": every, "keep": keep},
+        "failure": {"max_retries": 2},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def search_cmd(space: Path, name: str, address: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "metagan.cli", "search", str(space), "--name", name,
+            "--storage", f"s3://metagan/{name}-root", "--address", address, "--quiet", *extra]
+
+
+def keys(s3: dict, prefix: str) -> list[str]:
+    """Every object key under a prefix."""
+    pages = s3["client"].get_paginator("list_objects_v2").paginate(Bucket=s3["bucket"], Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def read(s3: dict, key: str) -> bytes:
+    return s3["client"].get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+
+
+def trials(s3: dict, experiment: str) -> dict[str, dict[str, Any]]:
+    """Per trial directory: its result records and its checkpoint directories with files."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"results": [], "checkpoints": defaultdict(set),
+                                                          "files": set()})
+    for key in keys(s3, experiment + "/"):
+        parts = key[len(experiment) + 1:].split("/")
+        if len(parts) < 2 or not parts[0].startswith("EpisodeTrainable"):
+            continue
+        t = out[parts[0]]
+        if parts[1].startswith("checkpoint_"):
+            t["checkpoints"][parts[1]].add("/".join(parts[2:]))
+        else:
+            t["files"].add(parts[1])
+        if parts[1] == "result.json":
+            t["results"] = [json.loads(line) for line in read(s3, key).decode().splitlines() if line]
+    return dict(out)
+
+
+def test_s3_search_hyperopt_asha(tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    """4 trials, TPE + ASHA: everything in the bucket, an early stop, the right best trial."""
+    space = write_space(tmp_path / "space.yaml")
+    r = subprocess.run(search_cmd(space, "asha", ray_cluster, "--json", str(tmp_path / "r.json")),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    experiment = "asha-root/asha"
+    found = trials(s3, experiment)
+    assert len(found) == 4
+    for name, t in found.items():
+        assert {"result.json", "progress.csv", "params.json"} <= t["files"], name
+        assert any(f.startswith("events.out.tfevents") for f in t["files"]), name
+        assert t["checkpoints"], name
+        for files in t["checkpoints"].values():
+            assert {"state.pt", "config.yaml", "metrics.json", "params.json"} <= files
+    assert f"{experiment}/metagan_space.yaml" in keys(s3, experiment)
+    last = {name: t["results"][-1]["iteration"] for name, t in found.items()}
+    assert min(last.values()) < 40 <= max(last.values()), last  # ASHA stopped someone early
+    best = max(rec["val_accuracy"] for t in found.values() for rec in t["results"])
+    m = re.search(r"best trial (\w+): val_accuracy = ([0-9.]+)", r.stdout)
+    assert m, r.stdout
+    assert float(m.group(2)) == pytest.approx(best, abs=5e-5)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["best_value"] == pytest.approx(best)
+    winner = [t for t in found.values() if any(rec["val_accuracy"] == best for rec in t["results"])]
+    assert winner[0]["results"][0]["trial_id"] == m.group(1)
+    # The best checkpoint is in the bucket, loads safely, and holds the winner's config.
+    ckpt = result["best_checkpoint"]
+    assert ckpt.startswith("s3://metagan/asha-root/asha/")
+    body = read(s3, ckpt[len("s3://metagan/"):] + "/state.pt")
+    import io
+
+    import torch
+
+    state = torch.load(io.BytesIO(body), weights_only=True)
+    assert state["iteration"] > 0
+    # No credential in anything stored or printed.
+    assert S3_SECRET not in r.stdout + r.stderr
+    for key in keys(s3, experiment):
+        if not key.endswith(".pt"):
+            assert S3_SECRET.encode() not in read(s3, key), key
+
+
+def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
+    space = write_space(tmp_path / "space.yaml")
+    from .services import free_port
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", str(space),
+                        "--storage", "s3://metagan/x"], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 4, r.stderr
+    assert "endpoint unreachable" in r.stderr and "Traceback" not in r.stderr
+    assert time.monotonic() - start < 60
+    r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", str(space),
+                        "--storage", "s3://no-such-bucket/x"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 4 and "bucket 'no-such-bucket' does not exist" in r.stderr, r.stderr
+    assert "Started a local Ray" not in r.stderr + r.stdout
+    assert not keys(s3, "x/")
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"search ended before {what}: rc {proc.returncode}\n{err[-3000:]}")
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    """Completed trials are not re-run; interrupted ones continue from their last checkpoint."""
+    space = write_space(tmp_path / "space.yaml", iterations=80, samples=3, scheduler="none", keep=3)
+    experiment = "resume-root/resume"
+    proc = subprocess.Popen(search_cmd(space, "resume", ray_cluster), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def one_done_one_running():
+        found = trials(s3, experiment)
+        done = [n for n, t in found.items() if t["results"] and t["results"][-1].get("done")]
+        running = [n for n, t in found.items() if t["results"] and not t["results"][-1].get("done")
+                   and t["results"][-1]["iteration"] >= 20]
+        return (found, done, running) if done and running else None
+
+    before, done, running = _wait(one_done_one_running, 400, "a finished and a running trial", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", "--resume", "resume",
+                        "--storage", "s3://metagan/resume-root", "--address", ray_cluster, "--quiet"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = trials(s3, experiment)
+    assert len(after) == 3
+    for name in done:  # finished before the kill: not a single new record
+        assert after[name]["results"] == before[name]["results"]
+    for name in running:
+        old, new = before[name]["results"], after[name]["results"][len(before[name]["results"]):]
+        assert new, name
+        restored = new[0]
+        # It continued from a checkpoint past the start (not from scratch), and it finished.
+        assert restored["iterations_since_restore"] == 1 and restored["iteration"] > 10, restored
+        assert restored["iteration"] <= old[-1]["iteration"] + 10
+        assert after[name]["results"][-1]["iteration"] == 80
+    for name, t in after.items():
+        assert t["results"][-1]["iteration"] == 80 and t["results"][-1]["done"], name
+        assert t["checkpoints"], name
+
+
+def test_a_killed_trial_actor_restarts_from_its_checkpoint(tmp_path: Path, s3: dict,
+                                                           ray_cluster: str) -> None:
+    import psutil
+
+    space = write_space(tmp_path / "space.yaml", iterations=80, samples=1, scheduler="none")
+    experiment = "kill-root/kill"
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(search_cmd(space, "kill", ray_cluster, "--json", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def actor_with_checkpoint():
+        found = trials(s3, experiment)
+        if not any(len(t["checkpoints"]) >= 2 for t in found.values()):
+            return None
+        procs = [p for p in psutil.process_iter(["cmdline"])
+                 if any("EpisodeTrainable" in part for part in p.info["cmdline"] or [])]
+        return procs or None
+
+    actors = _wait(actor_with_checkpoint, 300, "a checkpointed trial actor", proc)
+    for p in actors:
+        p.kill()
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    (t,) = trials(s3, experiment).values()
+    records = t["results"]
+    restarts = [rec for rec in records[1:] if rec["iterations_since_restore"] == 1]
+    assert restarts and restarts[0]["iteration"] > 10, [r["iteration"] for r in records]
+    assert records[-1]["iteration"] == 80 and records[-1]["done"]
+    result = json.loads(out.read_text())
+    assert result["trials"][0]["error"] is None
