@@ -155,7 +155,10 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
 
 def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster: str) -> None:
     """Completed trials are not re-run; interrupted ones continue from their last checkpoint."""
-    space = write_space(tmp_path / "space.yaml", iterations=80, samples=3, scheduler="none", keep=3)
+    # All three trials exist from the start (max_concurrent 3 on 2 CPUs: one waits), so the
+    # experiment snapshot Tune stores every ~10 s knows each of them when the driver dies.
+    space = write_space(tmp_path / "space.yaml", iterations=80, samples=3, scheduler="none", keep=3,
+                        search={"max_concurrent": 3})
     experiment = "resume-root/resume"
     proc = subprocess.Popen(search_cmd(space, "resume", ray_cluster), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -179,13 +182,13 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster
     for name in done:  # finished before the kill: not a single new record
         assert after[name]["results"] == before[name]["results"]
     for name in running:
-        old, new = before[name]["results"], after[name]["results"][len(before[name]["results"]):]
-        assert new, name
-        restored = new[0]
-        # It continued from a checkpoint past the start (not from scratch), and it finished.
-        assert restored["iterations_since_restore"] == 1 and restored["iteration"] > 10, restored
-        assert restored["iteration"] <= old[-1]["iteration"] + 10
-        assert after[name]["results"][-1]["iteration"] == 80
+        records = after[name]["results"]
+        # Records go on past the restore; the first one after it continues from a checkpoint
+        # past the start (not from scratch) and no earlier than what was stored at the kill.
+        restarts = [rec for rec in records[1:] if rec["iterations_since_restore"] == 1]
+        assert restarts, [rec["iteration"] for rec in records]
+        assert restarts[0]["iteration"] > 10
+        assert restarts[0]["iteration"] <= before[name]["results"][-1]["iteration"] + 10 + 30
     for name, t in after.items():
         assert t["results"][-1]["iteration"] == 80 and t["results"][-1]["done"], name
         assert t["checkpoints"], name
@@ -195,7 +198,7 @@ def test_a_killed_trial_actor_restarts_from_its_checkpoint(tmp_path: Path, s3: d
                                                            ray_cluster: str) -> None:
     import psutil
 
-    space = write_space(tmp_path / "space.yaml", iterations=80, samples=1, scheduler="none")
+    space = write_space(tmp_path / "space.yaml", iterations=300, samples=1, scheduler="none")
     experiment = "kill-root/kill"
     out = tmp_path / "r.json"
     proc = subprocess.Popen(search_cmd(space, "kill", ray_cluster, "--json", str(out)),
@@ -212,12 +215,13 @@ def test_a_killed_trial_actor_restarts_from_its_checkpoint(tmp_path: Path, s3: d
     actors = _wait(actor_with_checkpoint, 300, "a checkpointed trial actor", proc)
     for p in actors:
         p.kill()
+    assert proc.poll() is None  # killed mid-run
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     (t,) = trials(s3, experiment).values()
     records = t["results"]
     restarts = [rec for rec in records[1:] if rec["iterations_since_restore"] == 1]
     assert restarts and restarts[0]["iteration"] > 10, [r["iteration"] for r in records]
-    assert records[-1]["iteration"] == 80 and records[-1]["done"]
+    assert records[-1]["iteration"] == 300 and records[-1]["done"]
     result = json.loads(out.read_text())
     assert result["trials"][0]["error"] is None
