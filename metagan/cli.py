@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -219,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(e, StorageError):
             print(f"error: {e}", file=sys.stderr)
+            if args.command == "search":
+                # Tune's background upload threads may still be waiting on the dead endpoint
+                # inside pyarrow; a normal interpreter exit would abort on them.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EXIT_STORAGE)
             return EXIT_STORAGE
         raise
     except KeyboardInterrupt:

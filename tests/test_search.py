@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
 
 
 def write_space(path: Path, *, iterations: int = 40, samples: int = 4, scheduler: str = "asha",
-                keep: int = 2, every: int = 10, **sections: Any) -> Path:
+                keep: int = 2, step: int = 10, **sections: Any) -> Path:
     """A tiny search: ProtoNet on the bundled data, seconds per trial."""
     data = {
         "base": tiny_data("protonet", **{"train.iterations": iterations}),
@@ -34,8 +34,8 @@ def write_space(path: Path, *, iterations: int = 40, samples: int = 4, scheduler
         "search": {"algorithm": "hyperopt", "num_samples": samples, "max_concurrent": 2,
                    "initial_points": 2, "seed": 0},
         "scheduler": {"name": scheduler, "grace_period": 10, "reduction_factor": 2},
-        "trial": {"iterations_per_step": 10, "eval_episodes": 16},
-        "checkpoint": {"every": every, "keep": keep},
+        "trial": {"iterations_per_step": step, "eval_episodes": 16},
+        "checkpoint": {"every": step, "keep": keep},
         "failure": {"max_retries": 2},
     }
     for section, values in sections.items():
@@ -198,7 +198,9 @@ def test_a_killed_trial_actor_restarts_from_its_checkpoint(tmp_path: Path, s3: d
                                                            ray_cluster: str) -> None:
     import psutil
 
-    space = write_space(tmp_path / "space.yaml", iterations=300, samples=1, scheduler="none")
+    # About a second a report (a tiny step takes ~10 ms here): the actor is surely alive.
+    space = write_space(tmp_path / "space.yaml", iterations=3000, step=100, samples=1,
+                        scheduler="none")
     experiment = "kill-root/kill"
     out = tmp_path / "r.json"
     proc = subprocess.Popen(search_cmd(space, "kill", ray_cluster, "--json", str(out)),
@@ -221,7 +223,81 @@ def test_a_killed_trial_actor_restarts_from_its_checkpoint(tmp_path: Path, s3: d
     (t,) = trials(s3, experiment).values()
     records = t["results"]
     restarts = [rec for rec in records[1:] if rec["iterations_since_restore"] == 1]
-    assert restarts and restarts[0]["iteration"] > 10, [r["iteration"] for r in records]
-    assert records[-1]["iteration"] == 300 and records[-1]["done"]
+    assert restarts and restarts[0]["iteration"] > 100, [r["iteration"] for r in records]
+    assert records[-1]["iteration"] == 3000 and records[-1]["done"]
     result = json.loads(out.read_text())
     assert result["trials"][0]["error"] is None
+
+
+def _checkpoint_index(name: str) -> int:
+    return int(name.split("_")[1])
+
+
+def test_a_30_s_storage_outage_errors_no_trial_and_loses_no_checkpoint(
+        tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    # ~30 reports of about a second each: both trials are mid-run when the endpoint goes down.
+    space = write_space(tmp_path / "space.yaml", iterations=3000, step=100, samples=2,
+                        scheduler="none", keep=1000)
+    experiment = "outage-root/outage"
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(search_cmd(space, "outage", ray_cluster, "--json", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proxy = s3["proxy"]
+    try:
+        _wait(lambda: len(trials(s3, experiment)) == 2 and all(
+            len(t["checkpoints"]) >= 2 for t in trials(s3, experiment).values()), 300,
+            "checkpoints of both trials", proc)
+        down = time.time()
+        proxy.block()
+        time.sleep(30)
+    finally:
+        proxy.unblock()
+    up = time.time()
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert all(t["error"] is None for t in result["trials"]), result["trials"]
+    found = trials(s3, experiment)
+    assert len(found) == 2
+    during = 0
+    for name, t in found.items():
+        records = t["results"]
+        assert records[-1]["iteration"] == 3000 and records[-1]["done"], name
+        during += sum(down <= rec["timestamp"] <= up for rec in records)
+        # Every report checkpointed (checkpoint.every = iterations_per_step), none missing.
+        indices = sorted(_checkpoint_index(c) for c in t["checkpoints"])
+        assert indices == list(range(len(records))), (name, indices, len(records))
+        assert all("state.pt" in files for files in t["checkpoints"].values())
+    assert during > 0  # trials were reporting (and checkpointing) while the endpoint was down
+
+
+def test_a_permanent_outage_ends_the_search_and_keeps_what_was_stored(
+        tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    space = write_space(tmp_path / "space.yaml", iterations=3000, step=100, samples=2,
+                        scheduler="none", storage={"outage_s": 10})
+    experiment = "down-root/down"
+    proc = subprocess.Popen(search_cmd(space, "down", ray_cluster), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proxy = s3["proxy"]
+    try:
+        _wait(lambda: any(len(t["checkpoints"]) >= 2 for t in trials(s3, experiment).values()), 300,
+              "a checkpoint", proc)
+        stored = keys(s3, experiment)
+        proxy.block()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proxy.unblock()
+    assert proc.returncode == 4, stderr[-3000:]
+    assert "unreachable for more than 10 s" in stderr and "--resume" in stderr
+    # Everything stored before the outage is still there and readable.
+    import io
+
+    import torch
+
+    now = set(keys(s3, experiment))
+    checkpoints = [k for k in stored if k.endswith("state.pt")]
+    assert checkpoints
+    for key in checkpoints:
+        if key in now:  # (num_to_keep may have rotated an old one out before the outage)
+            assert torch.load(io.BytesIO(read(s3, key)), weights_only=True)["iteration"] > 0
+    assert f"{experiment}/metagan_space.yaml" in now

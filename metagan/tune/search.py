@@ -126,8 +126,11 @@ def _trainable(spec: SearchSpec):
     from ray import tune
 
     r = spec.resources
-    return tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec),
-                               {"cpu": r.cpu, "gpu": r.gpu})
+    wrapped = tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec),
+                                  {"cpu": r.cpu, "gpu": r.gpu})
+    # Trial actors show as ray::EpisodeTrainable.* (dashboard, ps) rather than the wrapper's name.
+    wrapped.__name__ = wrapped.__qualname__ = EpisodeTrainable.__name__
+    return wrapped
 
 
 def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
