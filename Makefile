@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job: a small run on the bundled Omniglot splits.
+# The main job: a small hyperparameter search on a local Ray over the bundled Omniglot splits.
 demo: install
-	$(BIN)/metagan train configs/protonet.yaml --set train.iterations=300 \
-		--set train.eval_every=0 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/metagan search search_spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
 
 # The whole suite, slow end-to-end tests included (CI runs this).
 test: install
@@ -35,4 +34,4 @@ bench: install
 	$(BIN)/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs results .pytest_cache

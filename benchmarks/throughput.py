@@ -70,10 +70,13 @@ def per_task_step(name: str, model: Conv4, cfg: MetaConfig, ep: Episode) -> None
 
 def timed(step: Callable[[], None], iterations: int) -> float:
     """Seconds per call, after one warm-up call."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     step()
+    sync()
     start = time.perf_counter()
     for _ in range(iterations):
         step()
+    sync()  # GPU work is asynchronous: time it to completion
     return (time.perf_counter() - start) / iterations
 
 

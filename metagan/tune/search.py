@@ -167,8 +167,7 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, log_to_driver=False,
-                 include_dashboard=False if address is None else None)
+        ray.init(address=address, log_to_driver=False)
     except ConnectionError as e:
         raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({e})") from None
 
@@ -197,6 +196,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
             tune_config=tune.TuneConfig(
                 metric=s.metric, mode=s.mode, search_alg=search_alg,
                 scheduler=_scheduler(spec), reuse_actors=True,
+                time_budget_s=s.time_budget_s or None,
                 num_samples=s.num_samples if s.algorithm != "grid" else max(1, s.num_samples)),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.storage_path,

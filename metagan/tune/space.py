@@ -6,7 +6,7 @@ A space file (see `search_spaces/`) has these sections, validated here in one pl
   set:        dotted config keys fixed for every trial (optional)
   space:      dotted config key -> distribution; `choice` may map each value to a sub-space
   search:     algorithm (hyperopt | random | grid), metric, mode, num_samples, max_concurrent,
-              seed, initial_points, points_to_evaluate
+              seed, initial_points, points_to_evaluate, time_budget_s
   scheduler:  name (asha | median | pbt | none) and its settings, in meta-iterations
   trial:      iterations_per_step (meta-iterations per report), eval_episodes
   resources:  cpu, gpu (fractions allowed)
@@ -55,6 +55,7 @@ class SearchConfig:
     max_concurrent: int = 2
     seed: int = 0
     initial_points: int = 4          # TPE draws this many at random before modelling
+    time_budget_s: float = 0.0       # stop starting/continuing trials after this long; 0: none
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -346,6 +347,8 @@ def _check_sections(spec: SearchSpec) -> None:
                      ("trial.eval_episodes", tr.eval_episodes), ("checkpoint.keep", spec.checkpoint.keep)):
         if v < 1:
             raise ConfigError(f"{where}: must be at least 1, got {v}")
+    if s.time_budget_s < 0:
+        raise ConfigError(f"search.time_budget_s: must be >= 0, got {s.time_budget_s}")
     if s.initial_points < 1:
         raise ConfigError(f"search.initial_points: must be at least 1, got {s.initial_points}")
     if sch.name not in SCHEDULERS:

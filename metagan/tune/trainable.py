@@ -82,7 +82,8 @@ class EpisodeTrainable(tune.Trainable):
         val = self.loop.evaluate("val", self.spec.trial.eval_episodes)
         self.loop_s += time.perf_counter() - start
         self.last = {**means, **{f"val_{k}": v for k, v in val.items()},
-                     "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0}
+                     "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0,
+                     "cuda": int(self.loop.device.type == "cuda")}
         return {**self.last, "done": self.loop.iteration >= total}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
