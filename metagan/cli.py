@@ -16,6 +16,7 @@ from .data import DataError
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
+EXIT_CLUSTER = 5
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -147,6 +148,55 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from .jobs import submit
+
+    job = submit(args.space, args.address, args.storage, args.name, args.set)
+    print(f"submitted job {job.job_id} (experiment {job.name})")
+    print(f"dashboard: {job.dashboard}/#/jobs/{job.job_id}")
+    print(f"follow it: metagan logs {job.job_id} --address {args.address} --follow")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .jobs import status
+
+    rows = status(args.job, args.address)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for r in rows if not args.json else ():
+        print(f"{r['job_id']:40s} {r['status']:10s} {r['experiment'] or '':28s} {r['storage'] or ''}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from .jobs import logs
+
+    for chunk in logs(args.job, args.address, args.follow):
+        print(chunk, end="", flush=True)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from .jobs import stop
+
+    print(f"{args.job}: {'stop requested' if stop(args.job, args.address) else 'not running'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out, rows = write_report(args.experiment, args.storage, args.out)
+    print(f"{'trial':12s} {'best':>8s} {'iteration':>9s}  params")
+    for r in rows:
+        flag = "  (diverged)" if r["diverged"] else ""
+        print(f"{r['trial']:12s} {r['best']:8.4f} {r['iteration']:9d}  "
+              f"{json.dumps(r['params'], sort_keys=True)}{flag}")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     p = argparse.ArgumentParser(prog="metagan", description=__doc__)
@@ -195,6 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no live progress table")
     q.set_defaults(func=_search)
 
+    address = {"default": os.environ.get("RAY_ADDRESS"),
+               "help": "Ray dashboard, http://HEAD:8265 (default $RAY_ADDRESS)"}
+    j = sub.add_parser("submit", help="run a search as a Ray Job on a cluster")
+    j.add_argument("space", help="search-space YAML")
+    j.add_argument("--address", **address)
+    j.add_argument("--storage", required=True, help="s3://bucket/prefix every node can reach")
+    j.add_argument("--name", help="experiment name (default search-<time>)")
+    j.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    j.set_defaults(func=_submit)
+    st = sub.add_parser("status", help="status of a submitted search (or of all)")
+    st.add_argument("job", nargs="?")
+    st.add_argument("--address", **address)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+    lg = sub.add_parser("logs", help="a submitted search's output")
+    lg.add_argument("job")
+    lg.add_argument("--address", **address)
+    lg.add_argument("--follow", action="store_true", help="stream until the job ends")
+    lg.set_defaults(func=_logs)
+    sp = sub.add_parser("stop", help="stop a submitted search")
+    sp.add_argument("job")
+    sp.add_argument("--address", **address)
+    sp.set_defaults(func=_stop)
+    rp = sub.add_parser("report", help="learning curves PNG and a table of an experiment's trials")
+    rp.add_argument("experiment")
+    rp.add_argument("--storage", required=True, help="s3://bucket/prefix or a local path")
+    rp.add_argument("--out", default="report.png")
+    rp.set_defaults(func=_report)
+
     d = sub.add_parser("data", help="datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dl = dsub.add_parser("download", help="download and verify the official Omniglot zips")
@@ -216,8 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:
+        from .jobs import ClusterError
         from .tune.storage import StorageError
 
+        if isinstance(e, ClusterError):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CLUSTER
         if isinstance(e, StorageError):
             print(f"error: {e}", file=sys.stderr)
             if args.command == "search":

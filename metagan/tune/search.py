@@ -122,11 +122,11 @@ def _outage_callback(storage: Storage):
     return StorageWatch()
 
 
-def _trainable(spec: SearchSpec):
+def _trainable(spec: SearchSpec, name: str):
     from ray import tune
 
     r = spec.resources
-    wrapped = tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec),
+    wrapped = tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec, experiment=name),
                                   {"cpu": r.cpu, "gpu": r.gpu})
     # Trial actors show as ray::EpisodeTrainable.* (dashboard, ps) rather than the wrapper's name.
     wrapped.__name__ = wrapped.__qualname__ = EpisodeTrainable.__name__
@@ -181,7 +181,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
     name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
     _init_ray(address)
-    trainable = _trainable(spec)
+    trainable = _trainable(spec, name)
     callbacks = [_outage_callback(storage)]
     if resume:
         tuner = tune.Tuner.restore(storage.experiment_path(name), trainable=trainable,

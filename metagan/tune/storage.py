@@ -249,27 +249,13 @@ def s3_client(timeout_s: float = 5.0):
                                           retries={"max_attempts": 2, "mode": "standard"}))
 
 
-def check_storage(storage: Storage) -> None:
-    """Fail fast, before any trial, unless the storage is reachable and writable."""
-    if not storage.is_s3:
-        path = Path(storage.storage_path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".metagan-probe-{uuid.uuid4().hex}"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise StorageError(f"storage {storage.uri}: not writable ({e.strerror})") from None
-        return
+def _s3_checked(storage: Storage, action) -> None:
+    """Run boto3 calls, turning the usual failures into one clear StorageError."""
     import botocore.exceptions as be
 
-    client = s3_client()
     where = f"storage {storage.uri} (endpoint {s3_endpoint() or 'AWS'})"
-    key = posixpath.join(storage.prefix, f".metagan-probe-{uuid.uuid4().hex}")
     try:
-        client.head_bucket(Bucket=storage.bucket)
-        client.put_object(Bucket=storage.bucket, Key=key, Body=b"ok")
-        client.delete_object(Bucket=storage.bucket, Key=key)
+        action(s3_client())
     except be.NoCredentialsError:
         raise StorageError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID and "
                            "AWS_SECRET_ACCESS_KEY, or use an instance role)") from None
@@ -282,3 +268,34 @@ def check_storage(storage: Storage) -> None:
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             raise StorageError(f"{where}: access denied to bucket {storage.bucket!r} ({code})") from None
         raise StorageError(f"{where}: {code or e}") from None
+
+
+def check_readable(storage: Storage) -> None:
+    """Fail fast unless the storage can be read (the bucket or directory exists, access allowed)."""
+    if not storage.is_s3:
+        if not Path(storage.storage_path).is_dir():
+            raise StorageError(f"storage {storage.uri}: no such directory")
+        return
+    _s3_checked(storage, lambda c: c.head_bucket(Bucket=storage.bucket))
+
+
+def check_storage(storage: Storage) -> None:
+    """Fail fast, before any trial, unless the storage is reachable and writable."""
+    if not storage.is_s3:
+        path = Path(storage.storage_path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".metagan-probe-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise StorageError(f"storage {storage.uri}: not writable ({e.strerror})") from None
+        return
+    key = posixpath.join(storage.prefix, f".metagan-probe-{uuid.uuid4().hex}")
+
+    def probe(client) -> None:
+        client.head_bucket(Bucket=storage.bucket)
+        client.put_object(Bucket=storage.bucket, Key=key, Body=b"ok")
+        client.delete_object(Bucket=storage.bucket, Key=key)
+
+    _s3_checked(storage, probe)

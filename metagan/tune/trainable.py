@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -19,6 +20,7 @@ from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE
 from ..config import dump_yaml
 from ..loop import Diverged, EpisodeLoop
 from ..runtime import tune_allocator
+from .dashboard import TrialGauges
 from .space import SearchSpec, cast_sample, flatten_sample
 
 GRID_FILE = "samples.png"
@@ -39,9 +41,11 @@ def worst_value(mode: str) -> float:
 class EpisodeTrainable(tune.Trainable):
     """One trial: the sampled config's episode loop, stepped by Tune."""
 
-    def setup(self, config: dict[str, Any], spec: SearchSpec) -> None:
+    def setup(self, config: dict[str, Any], spec: SearchSpec, experiment: str = "") -> None:
         tune_allocator()
         self.spec = spec
+        self.experiment = experiment
+        self.gauges = TrialGauges()
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
         self._build(config)
 
@@ -84,7 +88,9 @@ class EpisodeTrainable(tune.Trainable):
         self.last = {**means, **{f"val_{k}": v for k, v in val.items()},
                      "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0,
                      "cuda": int(self.loop.device.type == "cuda")}
-        return {**self.last, "done": self.loop.iteration >= total}
+        self.gauges.report(self.experiment, self.trial_id, self.last)
+        return {**self.last, "node_id": ray.get_runtime_context().get_node_id(),
+                "done": self.loop.iteration >= total}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Weights, optimisers, RNG state, resolved config, metrics (and a grid for generators)."""
