@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# A multi-node Ray cluster on one machine, with an S3-compatible endpoint beside it:
+#   head   : no CPUs for trials (the driver and the dashboard live here), dashboard on :8265
+#   worker1: 1 CPU, resource {"worker1": 1}      worker2: 1 CPU, resource {"worker2": 1}
+#   moto   : S3 on 127.0.0.1:9000, bucket "metagan"
+# Each node runs as `ray start --block` in the background, so stopping kills exactly the
+# processes this script started (by the PIDs it recorded), never other Ray instances.
+#
+#   cluster/local_cluster.sh start     # prints the addresses and the env to use
+#   cluster/local_cluster.sh status
+#   cluster/local_cluster.sh stop
+# Settings: STATE (default .local-cluster), RAY (default .venv/bin/ray), ports below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE=${STATE:-.local-cluster}
+BIN=${BIN:-.venv/bin}
+HEAD_PORT=${HEAD_PORT:-6390}
+DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
+S3_PORT=${S3_PORT:-9000}
+HOST=127.0.0.1
+
+start_node() {  # name, log, then ray start arguments
+  local name=$1; shift
+  nohup "$BIN/ray" start --block "$@" >"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+wait_nodes() {  # n alive nodes
+  for _ in $(seq 1 120); do
+    n=$("$BIN/python" - "$HOST:$HEAD_PORT" <<'PY' 2>/dev/null || echo 0
+import sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print(sum(1 for n in ray.nodes() if n["Alive"]))
+PY
+)
+    [ "$n" -ge "$1" ] && return 0
+    sleep 1
+  done
+  echo "cluster did not come up: see $STATE/*.log" >&2
+  return 1
+}
+
+case "${1:-}" in
+start)
+  if [ -e "$STATE/head.pid" ]; then echo "already started ($STATE)"; exit 1; fi
+  mkdir -p "$STATE"
+  nohup "$BIN/moto_server" -H $HOST -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
+  echo $! >"$STATE/moto.pid"
+  export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
+  export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ENDPOINT_URL=http://$HOST:$S3_PORT
+  start_node head --head --node-ip-address=$HOST --port="$HEAD_PORT" --num-cpus=0 \
+    --include-dashboard=true --dashboard-host=$HOST --dashboard-port="$DASHBOARD_PORT" \
+    --metrics-export-port=8080
+  wait_nodes 1
+  for i in 1 2; do
+    base=$((20000 + i * 1000))
+    start_node "worker$i" --address="$HOST:$HEAD_PORT" --node-ip-address=$HOST --num-cpus=1 \
+      --resources="{\"worker$i\": 1}" --node-manager-port=$((base + 1)) \
+      --object-manager-port=$((base + 2)) --metrics-export-port=$((8080 + i)) \
+      --runtime-env-agent-port=$((base + 3)) --dashboard-agent-grpc-port=$((base + 4)) \
+      --dashboard-agent-listen-port=$((base + 5)) --min-worker-port=$((base + 100)) \
+      --max-worker-port=$((base + 999))
+  done
+  wait_nodes 3
+  "$BIN/python" - <<PY
+import boto3
+boto3.client("s3", endpoint_url="$AWS_ENDPOINT_URL", region_name="$AWS_REGION").create_bucket(Bucket="metagan")
+PY
+  cat <<MSG
+started: head + 2 workers, S3 at $AWS_ENDPOINT_URL (bucket metagan); state in $STATE
+  export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=...
+  metagan submit search_spaces/demo.yaml --address http://$HOST:$DASHBOARD_PORT --storage s3://metagan/searches
+  dashboard: http://$HOST:$DASHBOARD_PORT   metrics: http://$HOST:8080 (head), :8081, :8082 (workers)
+MSG
+  ;;
+status)
+  for f in "$STATE"/*.pid; do
+    [ -e "$f" ] || { echo "not started"; exit 0; }
+    pid=$(cat "$f"); if kill -0 "$pid" 2>/dev/null; then s=running; else s=gone; fi
+    echo "$(basename "$f" .pid): pid $pid $s"
+  done
+  ;;
+stop)
+  # Workers first, then the head, then S3: each by the PID recorded at start.
+  for name in worker1 worker2 head moto; do
+    f="$STATE/$name.pid"; [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    fi
+    rm -f "$f"
+  done
+  echo "stopped"
+  ;;
+*)
+  echo "usage: $0 start|status|stop" >&2; exit 2 ;;
+esac
