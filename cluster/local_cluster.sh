@@ -9,7 +9,7 @@
 #   cluster/local_cluster.sh start     # prints the addresses and the env to use
 #   cluster/local_cluster.sh status
 #   cluster/local_cluster.sh stop
-# Settings: STATE (default .local-cluster), RAY (default .venv/bin/ray), ports below.
+# Settings: STATE (default .local-cluster), BIN (default .venv/bin), ports below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${STATE:-.local-cluster}
@@ -17,6 +17,8 @@ BIN=${BIN:-.venv/bin}
 HEAD_PORT=${HEAD_PORT:-6390}
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 S3_PORT=${S3_PORT:-9000}
+METRICS_PORT=${METRICS_PORT:-8080}       # head; workers take the next ports
+WORKER_PORT_BASE=${WORKER_PORT_BASE:-20000}
 HOST=127.0.0.1
 
 start_node() {  # name, log, then ray start arguments
@@ -50,13 +52,13 @@ start)
   export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ENDPOINT_URL=http://$HOST:$S3_PORT
   start_node head --head --node-ip-address=$HOST --port="$HEAD_PORT" --num-cpus=0 \
     --include-dashboard=true --dashboard-host=$HOST --dashboard-port="$DASHBOARD_PORT" \
-    --metrics-export-port=8080
+    --metrics-export-port="$METRICS_PORT"
   wait_nodes 1
   for i in 1 2; do
-    base=$((20000 + i * 1000))
+    base=$((WORKER_PORT_BASE + i * 1000))
     start_node "worker$i" --address="$HOST:$HEAD_PORT" --node-ip-address=$HOST --num-cpus=1 \
       --resources="{\"worker$i\": 1}" --node-manager-port=$((base + 1)) \
-      --object-manager-port=$((base + 2)) --metrics-export-port=$((8080 + i)) \
+      --object-manager-port=$((base + 2)) --metrics-export-port=$((METRICS_PORT + i)) \
       --runtime-env-agent-port=$((base + 3)) --dashboard-agent-grpc-port=$((base + 4)) \
       --dashboard-agent-listen-port=$((base + 5)) --min-worker-port=$((base + 100)) \
       --max-worker-port=$((base + 999))
@@ -70,7 +72,7 @@ PY
 started: head + 2 workers, S3 at $AWS_ENDPOINT_URL (bucket metagan); state in $STATE
   export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=...
   metagan submit search_spaces/demo.yaml --address http://$HOST:$DASHBOARD_PORT --storage s3://metagan/searches
-  dashboard: http://$HOST:$DASHBOARD_PORT   metrics: http://$HOST:8080 (head), :8081, :8082 (workers)
+  dashboard: http://$HOST:$DASHBOARD_PORT   metrics: http://$HOST:$METRICS_PORT/metrics (head), :$((METRICS_PORT + 1)), :$((METRICS_PORT + 2)) (workers)
 MSG
   ;;
 status)

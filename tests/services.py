@@ -43,13 +43,14 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 class MotoS3:
     """moto's server as a subprocess on 127.0.0.1."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         moto = Path(sys.executable).with_name("moto_server")
         self.log = open(log, "w")
         self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         wait_http(self.url)
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import posixpath
 import time
 from dataclasses import dataclass
@@ -178,6 +179,8 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     from ray import tune
 
     storage = storage or parse_storage(spec.storage.uri, spec.storage.outage_s)
+    # Tune warns on every forced snapshot when checkpoints are frequent; that is by design here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
     name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
     _init_ray(address)

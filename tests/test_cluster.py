@@ -1,0 +1,218 @@
+"""Cluster use end to end: a local multi-node Ray (cluster/local_cluster.sh) with S3 beside it,
+`metagan submit/status/logs`, the dashboard's job API and Prometheus metrics, then the Python
+API from a process with no Ray, and `metagan report`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from .conftest import ROOT, tiny_data
+from .services import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
+SCRIPT = ROOT / "cluster" / "local_cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Head (no CPUs) + two 1-CPU worker nodes + moto S3, on free ports; stopped by PID."""
+    state = tmp_path_factory.mktemp("local-cluster")
+    ports = {"HEAD_PORT": free_port(), "DASHBOARD_PORT": free_port(), "S3_PORT": free_port()}
+    metrics = free_port()
+    while any(p in range(metrics, metrics + 3) for p in ports.values()):
+        metrics = free_port()
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STATE": str(state),
+           "METRICS_PORT": str(metrics), "WORKER_PORT_BASE": "31000",
+           "BIN": str(Path(sys.executable).parent), "AWS_ACCESS_KEY_ID": "local",
+           "AWS_SECRET_ACCESS_KEY": "local-secret", "AWS_REGION": "us-east-1"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr + "".join(
+        p.read_text()[-2000:] for p in state.glob("*.log"))
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{ports['S3_PORT']}"
+    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+    info = {"env": env, "address": f"http://127.0.0.1:{ports['DASHBOARD_PORT']}",
+            "metrics": [f"http://127.0.0.1:{metrics + i}/metrics" for i in (1, 2)],
+            "state": state, "pids": pids}
+    try:
+        yield info
+    finally:
+        r = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True,
+                           timeout=180)
+        assert r.returncode == 0, r.stderr
+        time.sleep(2)
+        alive = [n for n, pid in pids.items() if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"still running after stop: {alive}"
+
+
+def cli(cluster: dict, *args: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run([sys.executable, "-m", "metagan.cli", *args], env=env or cluster["env"],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def token_headers() -> dict[str, str]:
+    from metagan.jobs import auth_token
+
+    token = auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def scrape(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
+def test_submit_watch_fetch(tmp_path: Path, cluster: dict) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "base": tiny_data("protonet", **{"train.iterations": 2000}),
+        "space": {"optim.lr": {"loguniform": [1e-4, 0.02]}, "model.hidden": {"choice": [8, 16]}},
+        "search": {"num_samples": 4, "max_concurrent": 2, "initial_points": 2, "seed": 1},
+        "scheduler": {"name": "asha", "grace_period": 500, "reduction_factor": 2},
+        "trial": {"iterations_per_step": 250, "eval_episodes": 32},
+        "checkpoint": {"every": 250, "keep": 2}}))
+    r = cli(cluster, "submit", str(space), "--address", cluster["address"],
+            "--storage", "s3://metagan/searches", "--name", "e2e")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\S+)", r.stdout).group(1)
+    assert cluster["address"] in r.stdout
+
+    seen_metrics = ""
+    deadline = time.monotonic() + 600
+    state = ""
+    while time.monotonic() < deadline:
+        r = cli(cluster, "status", job, "--address", cluster["address"], "--json")
+        assert r.returncode == 0, r.stderr
+        state = json.loads(r.stdout)[0]["status"]
+        if state in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        if "ray_metagan_val_accuracy" not in seen_metrics:
+            seen_metrics = "".join(scrape(u) for u in cluster["metrics"])
+        time.sleep(2)
+    logs = cli(cluster, "logs", job, "--address", cluster["address"]).stdout
+    assert state == "SUCCEEDED", logs[-4000:]
+
+    # The dashboard's job API (with the token) knows the job and its experiment.
+    req = urllib.request.Request(f"{cluster['address']}/api/jobs/{job}", headers=token_headers())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        details = json.loads(resp.read())
+    assert details["status"] == "SUCCEEDED" and details["metadata"]["metagan_experiment"] == "e2e"
+    # Live trial gauges were exported at a worker node's Prometheus endpoint, tagged by trial.
+    m = re.search(r'ray_metagan_val_accuracy\{[^}]*experiment="e2e"[^}]*trial="(\w+)"', seen_metrics)
+    assert m, seen_metrics[-2000:]
+    assert "ray_metagan_tasks_per_s" in seen_metrics and "ray_metagan_iteration" in seen_metrics
+
+    best = re.search(r"best trial (\w+): val_accuracy = ([0-9.]+)", logs)
+    assert best, logs[-3000:]
+
+    # Trials ran on both worker nodes (node ids from Tune's stored results).
+    from metagan.report import trial_histories
+
+    env_backup = dict(os.environ)
+    os.environ.update({k: cluster["env"][k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                      "AWS_SECRET_ACCESS_KEY", "AWS_REGION")})
+    try:
+        _, histories = trial_histories("e2e", "s3://metagan/searches")
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    nodes = {rec["node_id"] for records in histories.values() for rec in records}
+    assert len(nodes) == 2, nodes
+
+    # A fresh process with no Ray: the best model loads, adapts to 5-way 1-shot test tasks,
+    # and its stored metric is the best the search reported.
+    code = """
+import json, sys, torch
+from metagan import api
+from metagan.data import load_splits
+from metagan.data.episodes import TaskSampler
+model, best = api.load_best_model("e2e", "s3://metagan/searches")
+assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+splits = load_splits(model.config.data)
+episode = TaskSampler(splits.test, 5, 1, 5, seed=3).sample(40)
+acc = model.accuracy(episode).mean().item()
+print(json.dumps({"value": best.value, "trial": best.trial, "accuracy": acc,
+                  "experiments": api.list_experiments("s3://metagan/searches")}))
+"""
+    env = {k: v for k, v in cluster["env"].items() if not k.startswith("RAY_")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["value"] == pytest.approx(float(best.group(2)), abs=5e-5)
+    assert best.group(1) in out["trial"]
+    assert out["accuracy"] > 0.35, out  # chance is 0.2
+    assert out["experiments"] == ["e2e"]
+
+    # metagan report: a PNG and a table, best first.
+    png = tmp_path / "report.png"
+    r = cli(cluster, "report", "e2e", "--storage", "s3://metagan/searches", "--out", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert r.stdout.splitlines()[1].startswith(best.group(1))
+
+
+def test_cluster_and_api_errors(tmp_path: Path, cluster: dict) -> None:
+    space = ROOT / "search_spaces" / "demo.yaml"
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    r = cli(cluster, "submit", str(space), "--address", unreachable, "--storage", "s3://metagan/x")
+    assert r.returncode == 5 and "cannot reach the Ray dashboard" in r.stderr, r.stderr
+    r = cli(cluster, "submit", str(space), "--address", cluster["address"],
+            "--storage", "s3://missing-bucket/x")
+    assert r.returncode == 4 and "bucket 'missing-bucket' does not exist" in r.stderr
+    r = cli(cluster, "status", "--address", cluster["address"],
+            env={**cluster["env"], "RAY_AUTH_TOKEN": "not-the-token"})
+    assert r.returncode == 5 and "refused the token" in r.stderr and "not-the-token" not in r.stderr
+    r = cli(cluster, "status", "--address", cluster["address"],
+            env={**cluster["env"], "HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")})
+    assert r.returncode == 5 and "none was found" in r.stderr
+    for command in (["status", "nope"], ["logs", "nope"], ["stop", "nope"]):
+        r = cli(cluster, *command, "--address", cluster["address"])
+        assert r.returncode == 5 and "job nope: not found" in r.stderr, (command, r.stderr)
+    assert "Traceback" not in r.stderr
+    # The API: a missing experiment, a bucket without access.
+    code = """
+from metagan import api
+from metagan.config import ConfigError
+from metagan.tune.storage import StorageError
+try:
+    api.best_result("nope", "s3://metagan/searches")
+except ConfigError as e:
+    print("missing:", e)
+try:
+    api.list_experiments("s3://metagan/searches")
+except StorageError as e:
+    print("denied:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], env=cluster["env"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert "missing: no experiment 'nope' in s3://metagan/searches" in r.stdout, r.stdout + r.stderr
+    # A second endpoint that checks credentials (moto with IAM authentication from the first
+    # request): our keys are unknown there, so every call is refused.
+    from .services import MotoS3
+
+    strict = MotoS3(tmp_path / "strict.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        bad = {**cluster["env"], "AWS_ENDPOINT_URL": strict.url}
+        r = subprocess.run([sys.executable, "-c", code], env=bad, capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+    finally:
+        strict.stop()
+    assert "denied: storage s3://metagan/searches" in r.stdout and "access denied" in r.stdout, (
+        r.stdout + r.stderr)
