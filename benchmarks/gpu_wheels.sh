@@ -10,11 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl-\*/' .git/info/exclude 2>/dev/null || echo '/.whl-*/' >> .git/info/exclude
 rm -rf .whl-a .whl-b .whl-all && mkdir -p .whl-a .whl-b .whl-all
+# The versions tested here (constraints.txt), for the GPU image's Python 3.12.
+pins=()
+for name in ray hyperopt py4j future jsonschema jsonschema-specifications referencing rpds-py \
+            boto3 botocore s3transfer jmespath tensorboardX; do
+  pin=$(grep -i "^${name}==" constraints.txt || true)
+  pins+=("${pin:-$name}")
+done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 -d .whl-all \
-  ray==2.60.0 hyperopt==0.3.0 py4j future jsonschema jsonschema-specifications referencing \
-  rpds-py boto3 botocore s3transfer jmespath tensorboardX
+  --platform manylinux2014_x86_64 -d .whl-all "${pins[@]}"
 # Split everything into 20 MiB pieces and deal them into the two folders by size.
 (cd .whl-all && for f in *.whl; do split -b 20M -d "$f" "$f.part-"; rm "$f"; done)
 size_a=0

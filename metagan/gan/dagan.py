@@ -8,7 +8,6 @@ The GAN is trained on meta-train episodes only: the discriminator judges pairs o
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +17,7 @@ from ..config import Config
 from ..data.episodes import Episode
 from ..meta.base import MetaLearner, Phase, PhaseOutput
 from .losses import LOSSES, gradient_penalty
-from .nets import Discriminator, Generator, SetEncoder
+from .nets import Discriminator, Generator, SeededNoise, SetEncoder
 
 NOISE_SEED_OFFSET = 7_919
 
@@ -44,11 +43,11 @@ class PairGenerator(nn.Module):
         return self.decoder(z, self.encoder(x.unsqueeze(1)))
 
 
-class DaganAugmented(nn.Module):
+class DaganAugmented(SeededNoise):
     """A meta-learner whose support sets are augmented by a DAGAN generator."""
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
-        super().__init__()
+        super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
         g = cfg.gan
         self.cfg, self.learner = cfg, learner
         self.generator = PairGenerator(g.z_dim, g.width)
@@ -58,7 +57,6 @@ class DaganAugmented(nn.Module):
         self.ema = (AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(g.ema),
                                   use_buffers=True) if g.ema > 0 else None)
         self.d_loss, self.g_loss = LOSSES[g.loss]
-        self.noise = torch.Generator().manual_seed(cfg.train.seed + NOISE_SEED_OFFSET)
 
     # -- sampling ---------------------------------------------------------------------------
     def _z(self, n: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -144,10 +142,3 @@ class DaganAugmented(nn.Module):
         g = self.ema.module if self.ema is not None else self.generator
         return g(source, self._z(n, rng, support.device))
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The noise generator's state, saved with the weights so a resume is exact."""
-        return {"noise": self.noise.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the noise generator."""
-        self.noise.set_state(state["noise"])

@@ -9,10 +9,7 @@ new ones. The tasks of a meta-batch run together under torch.func.vmap.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..config import Config
@@ -20,7 +17,7 @@ from ..data.episodes import Episode
 from ..meta.base import Phase, PhaseOutput
 from ..meta.reptile import reptile_objective
 from .losses import LOSSES
-from .nets import Discriminator, Generator
+from .nets import Discriminator, Generator, SeededNoise
 
 Params = dict[str, torch.Tensor]
 NOISE_SEED_OFFSET = 104_729
@@ -36,17 +33,16 @@ def class_sets(episode: Episode) -> torch.Tensor:
     return torch.cat(per_class, dim=2).flatten(0, 1)
 
 
-class FewShotGan(nn.Module):
+class FewShotGan(SeededNoise):
     """Meta-learned (G, D) pair: `adapt(images, steps)` then `sample(n)` for a new character."""
 
     def __init__(self, cfg: Config) -> None:
-        super().__init__()
+        super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
         g = cfg.gan
         self.cfg = cfg
         self.generator = Generator(z_dim=g.z_dim, width=g.width)
         self.discriminator = Discriminator(width=g.width)
         self.d_loss, self.g_loss = LOSSES[g.loss]
-        self.noise = torch.Generator().manual_seed(cfg.train.seed + NOISE_SEED_OFFSET)
 
     # -- the inner loop: a pure function of weights, images and noise -----------------------------
     def _adapt_one(self, g_params: Params, d_params: Params, images: torch.Tensor,
@@ -146,10 +142,3 @@ class FewShotGan(nn.Module):
         return self.adapt_and_sample(support.unsqueeze(0), n, self.cfg.gan.eval_adapt_steps,
                                      rng)[0]
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The noise generator's state, saved with the weights so a resume is exact."""
-        return {"noise": self.noise.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the noise generator."""
-        self.noise.set_state(state["noise"])

@@ -14,26 +14,24 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import Config
 from ..data.episodes import Episode
 from ..meta.base import MetaLearner, Phase, PhaseOutput, accuracy
-from .nets import Generator, SetEncoder
+from .nets import Generator, SeededNoise, SetEncoder
 
 NOISE_SEED_OFFSET = 130_003
 
 
-class MetaGan(nn.Module):
+class MetaGan(SeededNoise):
     """A meta-learner with a (ways + 1)-class head and a task-conditioned generator."""
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
-        super().__init__()
+        super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
         g = cfg.gan
         self.cfg, self.learner = cfg, learner
         self.encoder = SetEncoder(dim=4 * g.width, width=g.width)
         self.generator = Generator(z_dim=g.z_dim, cond_dim=4 * g.width, width=g.width)
-        self.noise = torch.Generator().manual_seed(cfg.train.seed + NOISE_SEED_OFFSET)
 
     def _fakes(self, episode: Episode, per_task: int) -> torch.Tensor:
         """per_task generated images for each task, conditioned on its support set."""
@@ -97,13 +95,6 @@ class MetaGan(nn.Module):
         z = torch.randn(n, self.cfg.gan.z_dim, generator=rng).to(support.device)
         return self.generator(z, cond)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The noise generator's state, saved with the weights so a resume is exact."""
-        return {"noise": self.noise.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the noise generator."""
-        self.noise.set_state(state["noise"])
 
 
 def _detach(adapted: Any) -> Any:

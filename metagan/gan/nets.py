@@ -17,6 +17,26 @@ def _sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module) if enabled else module
 
 
+class SeededNoise(nn.Module):
+    """A module drawing its noise from its own CPU generator, saved with its weights.
+
+    The generator's state travels in the state_dict (extra state), so a resumed run draws
+    exactly the noise an uninterrupted one would.
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.noise = torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self) -> dict:
+        """The noise generator's state."""
+        return {"noise": self.noise.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore the noise generator."""
+        self.noise.set_state(state["noise"])
+
+
 class Generator(nn.Module):
     """z [n, z_dim] (+ condition [n, cond_dim]) -> images [n, 1, 28, 28] in [0, 1]."""
 
