@@ -20,6 +20,10 @@ S3_PORT=${S3_PORT:-9000}
 METRICS_PORT=${METRICS_PORT:-8080}       # head; workers take the next ports
 WORKER_PORT_BASE=${WORKER_PORT_BASE:-20000}
 HOST=127.0.0.1
+# Jobs run `python -m metagan.cli ...` on the nodes: their python must be the project's.
+export PATH="$(cd "$BIN" && pwd):$PATH"
+# Ray 2.60 token authentication: every node and client of this cluster uses ~/.ray/auth_token.
+export RAY_AUTH_MODE=token
 
 start_node() {  # name, log, then ray start arguments
   local name=$1; shift
@@ -28,13 +32,11 @@ start_node() {  # name, log, then ray start arguments
 }
 
 wait_nodes() {  # n alive nodes
-  for _ in $(seq 1 120); do
-    n=$("$BIN/python" - "$HOST:$HEAD_PORT" <<'PY' 2>/dev/null || echo 0
+  for _ in $(seq 1 20); do
+    n=$(timeout 30 "$BIN/python" -c '
 import sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR")
-print(sum(1 for n in ray.nodes() if n["Alive"]))
-PY
-)
+print(sum(1 for n in ray.nodes() if n["Alive"]))' "$HOST:$HEAD_PORT" 2>/dev/null || echo 0)
     [ "$n" -ge "$1" ] && return 0
     sleep 1
   done
@@ -46,13 +48,20 @@ case "${1:-}" in
 start)
   if [ -e "$STATE/head.pid" ]; then echo "already started ($STATE)"; exit 1; fi
   mkdir -p "$STATE"
+  SOCKETS=$(mktemp -d /tmp/mg-sockets.XXXX)   # short paths: unix sockets allow ~100 bytes
+  echo "$SOCKETS" >"$STATE/sockets"
+  "$BIN/ray" get-auth-token --generate >/dev/null   # creates ~/.ray/auth_token if missing
   nohup "$BIN/moto_server" -H $HOST -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
   echo $! >"$STATE/moto.pid"
   export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
   export AWS_REGION=${AWS_REGION:-us-east-1} AWS_ENDPOINT_URL=http://$HOST:$S3_PORT
   start_node head --head --node-ip-address=$HOST --port="$HEAD_PORT" --num-cpus=0 \
     --include-dashboard=true --dashboard-host=$HOST --dashboard-port="$DASHBOARD_PORT" \
-    --metrics-export-port="$METRICS_PORT"
+    --metrics-export-port="$METRICS_PORT" --node-manager-port=$((WORKER_PORT_BASE + 1)) \
+    --object-manager-port=$((WORKER_PORT_BASE + 2)) --runtime-env-agent-port=$((WORKER_PORT_BASE + 3)) \
+    --dashboard-agent-grpc-port=$((WORKER_PORT_BASE + 4)) \
+    --dashboard-agent-listen-port=$((WORKER_PORT_BASE + 5)) --min-worker-port=$((WORKER_PORT_BASE + 100)) \
+    --max-worker-port=$((WORKER_PORT_BASE + 999)) --temp-dir="$SOCKETS/head"
   wait_nodes 1
   for i in 1 2; do
     base=$((WORKER_PORT_BASE + i * 1000))
@@ -61,9 +70,10 @@ start)
       --object-manager-port=$((base + 2)) --metrics-export-port=$((METRICS_PORT + i)) \
       --runtime-env-agent-port=$((base + 3)) --dashboard-agent-grpc-port=$((base + 4)) \
       --dashboard-agent-listen-port=$((base + 5)) --min-worker-port=$((base + 100)) \
-      --max-worker-port=$((base + 999))
+      --max-worker-port=$((base + 999)) \
+      --temp-dir="$SOCKETS/w$i"   # own session folder (sockets, logs) per node
+    wait_nodes $((1 + i))
   done
-  wait_nodes 3
   "$BIN/python" - <<PY
 import boto3
 boto3.client("s3", endpoint_url="$AWS_ENDPOINT_URL", region_name="$AWS_REGION").create_bucket(Bucket="metagan")
@@ -94,6 +104,7 @@ stop)
     fi
     rm -f "$f"
   done
+  [ -e "$STATE/sockets" ] && rm -rf "$(cat "$STATE/sockets")" "$STATE/sockets"
   echo "stopped"
   ;;
 *)

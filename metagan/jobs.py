@@ -117,12 +117,15 @@ def submit(space: str | Path, address: str, storage: str, name: str | None = Non
     (workdir / "space.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     env["PYTHONUNBUFFERED"] = "1"
-    job_id = jobs.submit_job(
-        entrypoint=f"python -m metagan.cli search space.yaml --name {name} --storage {storage}",
-        submission_id=f"metagan-{name}-{uuid.uuid4().hex[:6]}",
-        runtime_env={"working_dir": str(workdir), "py_modules": [str(PACKAGE_DIR)],
-                     "env_vars": env, "excludes": ["__pycache__"]},
-        metadata={"metagan_experiment": name, "metagan_storage": storage})
+    try:
+        job_id = jobs.submit_job(
+            entrypoint=f"python -m metagan.cli search space.yaml --name {name} --storage {storage}",
+            submission_id=f"metagan-{name}-{uuid.uuid4().hex[:6]}",
+            runtime_env={"working_dir": str(workdir), "py_modules": [str(PACKAGE_DIR)],
+                         "env_vars": env, "excludes": ["__pycache__"]},
+            metadata={"metagan_experiment": name, "metagan_storage": storage})
+    except RuntimeError as e:  # the Jobs API answered with an error
+        raise ClusterError(f"{dashboard_url(address)}: the cluster refused the job: {e}") from None
     return Submitted(job_id, name, dashboard_url(address))
 
 

@@ -167,6 +167,11 @@ def _init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if address and "RAY_AUTH_MODE" not in os.environ:
+        from ..jobs import auth_token
+
+        if auth_token():  # joining a cluster: Ray's client sends the token only in token mode
+            os.environ["RAY_AUTH_MODE"] = "token"
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as e:
