@@ -191,18 +191,20 @@ def test_cluster_and_api_errors(tmp_path: Path, cluster: dict) -> None:
 from metagan import api
 from metagan.config import ConfigError
 from metagan.tune.storage import StorageError
-try:
-    api.best_result("nope", "s3://metagan/searches")
-except ConfigError as e:
-    print("missing:", e)
-try:
-    api.list_experiments("s3://metagan/searches")
-except StorageError as e:
-    print("denied:", e)
+for call in (lambda: api.best_result("nope", "s3://metagan/searches"),
+             lambda: api.load_best_model("nope", "s3://metagan/searches"),
+             lambda: api.list_experiments("s3://metagan/searches")):
+    try:
+        call()
+    except ConfigError as e:
+        print("missing:", e)
+    except StorageError as e:
+        print("denied:", e)
 """
     r = subprocess.run([sys.executable, "-c", code], env=cluster["env"], capture_output=True,
                        text=True, timeout=120, cwd=ROOT)
-    assert "missing: no experiment 'nope' in s3://metagan/searches" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.count("missing: no experiment 'nope' in s3://metagan/searches") == 2, (
+        r.stdout + r.stderr)
     # A second endpoint that checks credentials (moto with IAM authentication from the first
     # request): our keys are unknown there, so every call is refused.
     from .services import MotoS3
@@ -214,5 +216,5 @@ except StorageError as e:
                            timeout=120, cwd=ROOT)
     finally:
         strict.stop()
-    assert "denied: storage s3://metagan/searches" in r.stdout and "access denied" in r.stdout, (
-        r.stdout + r.stderr)
+    assert r.stdout.count("denied: storage s3://metagan/searches") == 3, r.stdout + r.stderr
+    assert "access denied to bucket 'metagan'" in r.stdout and "Traceback" not in r.stderr
