@@ -105,6 +105,9 @@ stop)
     rm -f "$f"
   done
   [ -e "$STATE/sockets" ] && rm -rf "$(cat "$STATE/sockets")" "$STATE/sockets"
+  # Ray remembers the last head it started; forget it so a later ray.init() starts afresh.
+  current=/tmp/ray/ray_current_cluster
+  if [ -e $current ] && grep -q ":$HEAD_PORT\$" $current; then rm -f $current; fi
   echo "stopped"
   ;;
 *)

@@ -69,13 +69,14 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
                              squeeze=False)
     ax = axes[0][0]
     top = rows[0]["dir"] if rows else None
-    for name, records in histories.items():
+    palette = [f"C{i}" for i in range(10) if i != 3]  # red is the best trial's
+    for i, (name, records) in enumerate(histories.items()):
         pts = [(r["iteration"], r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
         if not pts:
             continue
         x, y = zip(*pts)
         style = {"lw": 2.5, "color": "C3", "zorder": 3, "label": f"best: {records[-1].get('trial_id')}"} \
-            if name == top else {"lw": 1, "alpha": 0.6}
+            if name == top else {"lw": 1, "alpha": 0.7, "color": palette[i % len(palette)]}
         ax.plot(x, y, marker="o", ms=3, **style)
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(metric)

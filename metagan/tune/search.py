@@ -172,6 +172,9 @@ def _init_ray(address: str | None) -> None:
 
         if auth_token():  # joining a cluster: Ray's client sends the token only in token mode
             os.environ["RAY_AUTH_MODE"] = "token"
+    # "local": a new Ray on this machine, never a stale cluster Ray remembers in
+    # /tmp/ray/ray_current_cluster; inside a Ray Job, RAY_ADDRESS names the job's cluster.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as e:

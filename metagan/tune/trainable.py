@@ -85,9 +85,12 @@ class EpisodeTrainable(tune.Trainable):
         means = {k: v / n for k, v in sums.items() if k != "iteration"}
         val = self.loop.evaluate("val", self.spec.trial.eval_episodes)
         self.loop_s += time.perf_counter() - start
-        self.last = {**means, **{f"val_{k}": v for k, v in val.items()},
-                     "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0,
-                     "cuda": int(self.loop.device.type == "cuda")}
+        last = {**means, **{f"val_{k}": v for k, v in val.items()},
+                "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0,
+                "cuda": int(self.loop.device.type == "cuda")}
+        # Tune's progress table shows the first few metrics: the searched one first.
+        first = (self.spec.search.metric, "iteration", "tasks_per_s", "loss")
+        self.last = {**{k: last[k] for k in first if k in last}, **last}
         self.gauges.report(self.experiment, self.trial_id, self.last)
         return {**self.last, "node_id": ray.get_runtime_context().get_node_id(),
                 "done": self.loop.iteration >= total}
