@@ -33,25 +33,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     while any(p in range(metrics, metrics + 3) for p in ports.values()):
         metrics = free_port()
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STATE": str(state),
-           "METRICS_PORT": str(metrics), "WORKER_PORT_BASE": "31000",
+           "METRICS_PORT": str(metrics),
+           # Fixed ports below Linux's ephemeral range (32768+), where free_port() draws.
+           "WORKER_PORT_BASE": "24000",
            "BIN": str(Path(sys.executable).parent), "AWS_ACCESS_KEY_ID": "local",
            "AWS_SECRET_ACCESS_KEY": "local-secret", "AWS_REGION": "us-east-1"}
     env.pop("RAY_ADDRESS", None)
-    r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr + "".join(
-        p.read_text()[-2000:] for p in state.glob("*.log"))
-    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{ports['S3_PORT']}"
-    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
-    info = {"env": env, "address": f"http://127.0.0.1:{ports['DASHBOARD_PORT']}",
-            "metrics": [f"http://127.0.0.1:{metrics + i}/metrics" for i in (1, 2)],
-            "state": state, "pids": pids}
     try:
-        yield info
-    finally:
-        r = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True,
-                           timeout=180)
-        assert r.returncode == 0, r.stderr
+        r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True,
+                           text=True, timeout=300)
+        pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+        assert r.returncode == 0, r.stdout + r.stderr + "".join(
+            p.read_text()[-2000:] for p in state.glob("*.log"))
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{ports['S3_PORT']}"
+        yield {"env": env, "address": f"http://127.0.0.1:{ports['DASHBOARD_PORT']}",
+               "metrics": [f"http://127.0.0.1:{metrics + i}/metrics" for i in (1, 2)],
+               "state": state, "pids": pids}
+    finally:  # also after a failed start: stop whatever did start
+        pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert stop.returncode == 0, stop.stderr
         time.sleep(2)
         alive = [n for n, pid in pids.items() if psutil.pid_exists(pid)
                  and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
