@@ -109,6 +109,8 @@ def test_submit_watch_fetch(tmp_path: Path, cluster: dict) -> None:
         time.sleep(2)
     logs = cli(cluster, "logs", job, "--address", cluster["address"]).stdout
     assert state == "SUCCEEDED", logs[-4000:]
+    followed = cli(cluster, "logs", job, "--address", cluster["address"], "--follow", timeout=120)
+    assert followed.returncode == 0 and "best trial" in followed.stdout  # ends with the job
 
     # The dashboard's job API (with the token) knows the job and its experiment.
     req = urllib.request.Request(f"{cluster['address']}/api/jobs/{job}", headers=token_headers())
@@ -220,3 +222,20 @@ for call in (lambda: api.best_result("nope", "s3://metagan/searches"),
         strict.stop()
     assert r.stdout.count("denied: storage s3://metagan/searches") == 3, r.stdout + r.stderr
     assert "access denied to bucket 'metagan'" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_stop_a_running_search(cluster: dict) -> None:
+    space = ROOT / "search_spaces" / "demo.yaml"
+    r = cli(cluster, "submit", str(space), "--address", cluster["address"],
+            "--storage", "s3://metagan/stopped", "--name", "to-stop")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\S+)", r.stdout).group(1)
+    r = cli(cluster, "stop", job, "--address", cluster["address"])
+    assert r.returncode == 0 and "stop requested" in r.stdout, r.stdout + r.stderr
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = cli(cluster, "status", job, "--address", cluster["address"], "--json")
+        if json.loads(r.stdout)[0]["status"] == "STOPPED":
+            break
+        time.sleep(2)
+    assert json.loads(r.stdout)[0]["status"] == "STOPPED"

@@ -301,3 +301,29 @@ def test_a_permanent_outage_ends_the_search_and_keeps_what_was_stored(
         if key in now:  # (num_to_keep may have rotated an old one out before the outage)
             assert torch.load(io.BytesIO(read(s3, key)), weights_only=True)["iteration"] > 0
     assert f"{experiment}/metagan_space.yaml" in now
+
+
+@pytest.mark.parametrize("algorithm, scheduler", [("grid", "median"), ("random", "pbt")])
+def test_other_search_algorithms_and_schedulers(tmp_path: Path, s3: dict, ray_cluster: str,
+                                                algorithm: str, scheduler: str) -> None:
+    """Grid search with median stopping, random search with population-based training."""
+    lr = {"grid": [0.001, 0.01]} if algorithm == "grid" else {"loguniform": [0.001, 0.01]}
+    hidden = {"grid": [8]} if algorithm == "grid" else {"choice": [8, 16]}
+    space = write_space(tmp_path / "space.yaml", iterations=30, samples=2, scheduler=scheduler,
+                        search={"algorithm": algorithm})
+    data = yaml.safe_load(space.read_text())
+    data["space"] = {"optim.lr": lr, "model.hidden": hidden}
+    data["scheduler"]["perturbation_interval"] = 10
+    space.write_text(yaml.safe_dump(data))
+    name = f"{algorithm}-{scheduler}"
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, name, ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    trials_run = result["trials"]
+    assert len(trials_run) == (4 if algorithm == "grid" else 2)  # grid: 2 points x 2 samples
+    if algorithm == "grid":
+        assert sorted({t["params"]["optim.lr"] for t in trials_run}) == [0.001, 0.01]
+    assert all(t["error"] is None for t in trials_run)
+    assert result["best_value"] == max(t["best"] for t in trials_run)

@@ -71,6 +71,7 @@ def test_valid_space_parses() -> None:
     ({"search/metric": "val_fid"}, "'val_fid' is not reported"),
     ({"checkpoint/score": "nope"}, "checkpoint.score: 'nope' is not reported"),
     ({"scheduler/name": "hyperband"}, "scheduler.name"),
+    ({"scheduler/name": "pbt", "space/optim.lr": {"choice": [0.1]}}, "pbt perturbs"),
     ({"scheduler/grace_period": 500}, "scheduler.grace_period"),
     ({"scheduler/reduction_factor": 1}, "reduction_factor"),
     ({"scheduler/max_iterations": 50}, "exceeds the base"),

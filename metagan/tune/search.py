@@ -86,8 +86,10 @@ def _scheduler(spec: SearchSpec):
     if sch.name == "pbt":
         from ray import tune
 
-        mutations = {p.key: tune.choice(list(p.args)) if p.kind in ("choice", "grid") else
-                     tune.uniform(*p.args[:2]) for p in spec.params if p.branches is None}
+        # Only continuous values are perturbed: a trial continues from another's weights, so
+        # what shapes the model (widths, choices) must stay as it is.
+        mutations = {p.key: (tune.loguniform if p.kind == "loguniform" else tune.uniform)(*p.args)
+                     for p in spec.params if p.kind in ("uniform", "loguniform")}
         return PopulationBasedTraining(time_attr="iteration", perturbation_interval=sch.perturbation_interval,
                                        hyperparam_mutations=mutations, require_attrs=False)
     return FIFOScheduler()

@@ -389,6 +389,10 @@ def _check_params(spec: SearchSpec) -> None:
         if algorithm == "grid" and p.kind != "grid":
             raise ConfigError(f"space.{p.key}: search.algorithm grid takes only grid values, "
                               f"got {p.kind}")
+    if spec.scheduler.name == "pbt" and not any(p.kind in ("uniform", "loguniform")
+                                                 for p in spec.params):
+        raise ConfigError("scheduler.name: pbt perturbs uniform / loguniform parameters and the "
+                          "space has none")
     # Every bound and every branch must give a valid run config with the searched metric.
     points = grid_points(spec.params) if algorithm == "grid" else _corner_points(spec.params)
     for point in points or [{}]:
