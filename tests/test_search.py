@@ -101,6 +101,12 @@ def test_s3_search_hyperopt_asha(tmp_path: Path, s3: dict, ray_cluster: str) -> 
     assert float(m.group(2)) == pytest.approx(best, abs=5e-5)
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["best_value"] == pytest.approx(best)
+    # The same name again is refused before anything is written.
+    before = {k: read(s3, k) for k in keys(s3, experiment) if k.endswith(".yaml")}
+    again = subprocess.run(search_cmd(space, "asha", ray_cluster), capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--resume asha" in again.stderr
+    assert {k: read(s3, k) for k in keys(s3, experiment) if k.endswith(".yaml")} == before
     winner = [t for t in found.values() if any(rec["val_accuracy"] == best for rec in t["results"])]
     assert winner[0]["results"][0]["trial_id"] == m.group(1)
     # The best checkpoint is in the bucket, loads safely, and holds the winner's config.

@@ -149,6 +149,16 @@ def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
             f.write(text.encode())
 
 
+def _spec_exists(storage: Storage, name: str) -> bool:
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
+    if fs is None:
+        return Path(path).is_file()
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def read_stored_spec(storage: Storage, name: str) -> SearchSpec:
     """The space a stored experiment was started with."""
     path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
@@ -193,6 +203,9 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
     name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not resume and _spec_exists(storage, name):  # never mix a new search into a stored one
+        raise ConfigError(f"experiment {name!r} already exists in {storage.uri}: continue it "
+                          f"with --resume {name}, or choose another --name")
     _init_ray(address)
     trainable = _trainable(spec, name)
     callbacks = [_outage_callback(storage)]
