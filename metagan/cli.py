@@ -1,4 +1,8 @@
-"""The `metagan` command line: thin subcommands over the library; bad input exits with code 2."""
+"""The `metagan` command line: thin subcommands over the library.
+
+Exit codes: 2 bad input (config, space, arguments), 3 a diverged run, 4 storage unusable,
+5 cluster unreachable or refusing.
+"""
 
 from __future__ import annotations
 
