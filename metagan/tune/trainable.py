@@ -50,6 +50,7 @@ class EpisodeTrainable(tune.Trainable):
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
+        config = config.get("grid", config)  # grid search: the point travels under "grid"
         params = cast_sample(self.spec.params, flatten_sample(config))
         self.params = params
         self.cfg = self.spec.config_for(params)
