@@ -14,7 +14,15 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError
-from .space import SearchSpec, cast_sample, flatten_sample, grid_points, hyperopt_space, parse_spec
+from .space import (
+    GRID,
+    SearchSpec,
+    cast_sample,
+    flatten_sample,
+    grid_points,
+    hyperopt_space,
+    parse_spec,
+)
 from .storage import Storage, StorageError, check_storage, parse_storage
 from .trainable import EpisodeTrainable
 
@@ -57,7 +65,7 @@ def _search_alg(spec: SearchSpec):
     if s.algorithm == "grid":
         points = grid_points(spec.params)
         return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
-                {"grid": tune.grid_search(points)})
+                {GRID: tune.grid_search(points)})
     # Random search is hyperopt's own: TPE draws from the prior for its initial points.
     initial = s.num_samples if s.algorithm == "random" else s.initial_points
     # A native space (conditional choices): metric and mode must be given here as well.
@@ -251,7 +259,7 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
     for r in grid:
         if r.metrics is None:
             continue
-        params = cast_sample(spec.params, flatten_sample(r.config.get("grid", r.config)))
+        params = cast_sample(spec.params, flatten_sample(r.config.get(GRID, r.config)))
         history = r.metrics_dataframe
         values = history[s.metric].dropna() if history is not None and s.metric in history else []
         best = (max if s.mode == "max" else min)(values) if len(values) else math.nan

@@ -44,6 +44,8 @@ ALGORITHMS = ("hyperopt", "random", "grid")
 SCHEDULERS = ("asha", "median", "pbt", "none")
 # Key under which a conditional choice's value travels inside a sampled configuration.
 VALUE = "__value__"
+# Key under which a grid search's point travels in a trial's configuration.
+GRID = "grid"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..config import dump_yaml
 from ..loop import Diverged, EpisodeLoop
 from ..runtime import tune_allocator
 from .dashboard import TrialGauges
-from .space import SearchSpec, cast_sample, flatten_sample
+from .space import GRID, SearchSpec, cast_sample, flatten_sample
 
 GRID_FILE = "samples.png"
 
@@ -50,7 +50,7 @@ class EpisodeTrainable(tune.Trainable):
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
-        config = config.get("grid", config)  # grid search: the point travels under "grid"
+        config = config.get(GRID, config)
         params = cast_sample(self.spec.params, flatten_sample(config))
         self.params = params
         self.cfg = self.spec.config_for(params)
