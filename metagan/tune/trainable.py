@@ -23,7 +23,7 @@ from ..runtime import tune_allocator
 from .dashboard import TrialGauges
 from .space import GRID, SearchSpec, cast_sample, flatten_sample
 
-GRID_FILE = "samples.png"
+SAMPLES_FILE = "samples.png"
 
 
 def trial_device(gpus: float) -> torch.device:
@@ -106,7 +106,7 @@ class EpisodeTrainable(tune.Trainable):
         if getattr(self.loop.method, "generates", False):
             from ..gan.grid import sample_loop
 
-            sample_loop(self.loop, d / GRID_FILE, "val", seed=self.cfg.train.seed)
+            sample_loop(self.loop, d / SAMPLES_FILE, "val", seed=self.cfg.train.seed)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Continue exactly where the checkpoint stopped (tensors only: weights_only=True)."""
