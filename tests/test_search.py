@@ -316,7 +316,7 @@ def test_other_search_algorithms_and_schedulers(tmp_path: Path, s3: dict, ray_cl
     lr = {"grid": [0.001, 0.01]} if algorithm == "grid" else {"loguniform": [0.001, 0.01]}
     hidden = {"grid": [8]} if algorithm == "grid" else {"choice": [8, 16]}
     space = write_space(tmp_path / "space.yaml", iterations=30, samples=2, scheduler=scheduler,
-                        search={"algorithm": algorithm})
+                        keep=3, search={"algorithm": algorithm})
     data = yaml.safe_load(space.read_text())
     data["space"] = {"optim.lr": lr, "model.hidden": hidden}
     data["scheduler"]["perturbation_interval"] = 10

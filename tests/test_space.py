@@ -72,6 +72,8 @@ def test_valid_space_parses() -> None:
     ({"checkpoint/score": "nope"}, "checkpoint.score: 'nope' is not reported"),
     ({"scheduler/name": "hyperband"}, "scheduler.name"),
     ({"scheduler/name": "pbt", "space/optim.lr": {"choice": [0.1]}}, "pbt perturbs"),
+    ({"scheduler/name": "pbt", "checkpoint/keep": 3}, "pbt takes search.algorithm: random"),
+    ({"scheduler/name": "pbt", "search/algorithm": "random"}, "pbt needs at least 3"),
     ({"scheduler/grace_period": 500}, "scheduler.grace_period"),
     ({"scheduler/reduction_factor": 1}, "reduction_factor"),
     ({"scheduler/max_iterations": 50}, "exceeds the base"),

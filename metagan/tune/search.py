@@ -22,6 +22,7 @@ from .space import (
     grid_points,
     hyperopt_space,
     parse_spec,
+    tune_space,
 )
 from .storage import Storage, StorageError, check_storage, parse_storage
 from .trainable import EpisodeTrainable
@@ -66,6 +67,9 @@ def _search_alg(spec: SearchSpec):
         points = grid_points(spec.params)
         return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
                 {GRID: tune.grid_search(points)})
+    if spec.scheduler.name == "pbt":  # PBT takes no search algorithm: Tune's own random draws
+        return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
+                tune_space(spec.params))
     # Random search is hyperopt's own: TPE draws from the prior for its initial points.
     initial = s.num_samples if s.algorithm == "random" else s.initial_points
     # A native space (conditional choices): metric and mode must be given here as well.
@@ -142,6 +146,14 @@ def _trainable(spec: SearchSpec, name: str):
     # Trial actors show as ray::EpisodeTrainable.* (dashboard, ps) rather than the wrapper's name.
     wrapped.__name__ = wrapped.__qualname__ = EpisodeTrainable.__name__
     return wrapped
+
+
+def _score(spec: SearchSpec) -> str | None:
+    """What ranks the checkpoints a trial keeps. PBT keeps the newest: another trial may be
+    about to continue from the one it just exploited, whatever its score."""
+    if spec.scheduler.name == "pbt":
+        return None
+    return spec.checkpoint.score or spec.search.metric
 
 
 def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
@@ -238,7 +250,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=c.keep, checkpoint_frequency=spec.checkpoint_frequency,
-                    checkpoint_at_end=True, checkpoint_score_attribute=c.score or s.metric,
+                    checkpoint_at_end=True, checkpoint_score_attribute=_score(spec),
                     checkpoint_score_order=s.mode)))
     try:
         grid = tuner.fit()

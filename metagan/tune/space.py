@@ -391,10 +391,16 @@ def _check_params(spec: SearchSpec) -> None:
         if algorithm == "grid" and p.kind != "grid":
             raise ConfigError(f"space.{p.key}: search.algorithm grid takes only grid values, "
                               f"got {p.kind}")
-    if spec.scheduler.name == "pbt" and not any(p.kind in ("uniform", "loguniform")
-                                                 for p in spec.params):
-        raise ConfigError("scheduler.name: pbt perturbs uniform / loguniform parameters and the "
-                          "space has none")
+    if spec.scheduler.name == "pbt":
+        if not any(p.kind in ("uniform", "loguniform") for p in spec.params):
+            raise ConfigError("scheduler.name: pbt perturbs uniform / loguniform parameters and "
+                              "the space has none")
+        if spec.checkpoint.keep < 3:
+            raise ConfigError("checkpoint.keep: pbt needs at least 3 (a trial continues from "
+                              "another's checkpoint, which must not be rotated out first)")
+        if algorithm != "random" or any(p.branches for p in spec.params):
+            raise ConfigError("scheduler.name: pbt takes search.algorithm: random (Ray Tune runs "
+                              "it without a search algorithm) and no conditional choices")
     # Every bound and every branch must give a valid run config with the searched metric.
     points = grid_points(spec.params) if algorithm == "grid" else _corner_points(spec.params)
     for point in points or [{}]:
@@ -466,6 +472,16 @@ def hyperopt_space(params: tuple, prefix: str = "") -> dict[str, Any]:
             out[p.key] = hp.choice(label, [
                 {VALUE: v, **hyperopt_space(p.branches[v], f"{label}={v}/")} for v in p.args])
     return out
+
+
+def tune_space(params: tuple) -> dict[str, Any]:
+    """The space as Ray Tune domains (no conditional choices), for searches without a searcher."""
+    from ray import tune
+
+    make = {"uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
+            "randint": tune.randint}
+    return {p.key: tune.choice(list(p.args)) if p.kind == "choice" else make[p.kind](*p.args)
+            for p in params}
 
 
 def cast_sample(params: tuple, flat: dict[str, Any]) -> dict[str, Any]:
