@@ -146,6 +146,16 @@ def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3
     assert not keys(s3, "x/")
 
 
+def stored_status(s3: dict, experiment: str) -> dict[str, str]:
+    """Trial id -> status in the newest experiment state Tune stored."""
+    states = sorted(k for k in keys(s3, experiment + "/") if re.search(r"/experiment_state-[^/]*\.json$", k))
+    if not states:
+        return {}
+    data = json.loads(read(s3, states[-1]))
+    infos = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
+    return {info["trial_id"]: info["status"] for info in infos}
+
+
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -170,10 +180,14 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
     def one_done_one_running():
+        # "Finished" as the stored experiment state says (what --resume reads), not merely a
+        # final record in result.json: Tune snapshots the state about every 10 s.
+        status = stored_status(s3, experiment)
         found = trials(s3, experiment)
-        done = [n for n, t in found.items() if t["results"] and t["results"][-1].get("done")]
-        running = [n for n, t in found.items() if t["results"] and not t["results"][-1].get("done")
-                   and t["results"][-1]["iteration"] >= 20]
+        ids = {n: t["results"][0]["trial_id"] for n, t in found.items() if t["results"]}
+        done = [n for n, i in ids.items() if status.get(i) == "TERMINATED"]
+        running = [n for n, i in ids.items() if status.get(i) != "TERMINATED"
+                   and found[n]["results"][-1]["iteration"] >= 20]
         return (found, done, running) if done and running else None
 
     before, done, running = _wait(one_done_one_running, 400, "a finished and a running trial", proc)
