@@ -27,10 +27,11 @@ import torch
 from .config import Config, ConfigError
 from .data.episodes import Episode
 from .loop import EpisodeLoop
-from .tune.storage import SPEC_FILE, Storage, StorageError, check_readable, parse_storage
+from .tune.storage import Storage, StorageError, check_readable, parse_storage
 
 __all__ = ["submit", "status", "list_experiments", "best_result", "load_best_model",
            "download_checkpoint", "BestResult", "FewShotModel"]
+SPEC_FILE = "metagan_space.yaml"
 
 
 def submit(space: str | Path, address: str, storage: str, name: str | None = None) -> str:
@@ -48,7 +49,9 @@ def status(job_id: str, address: str) -> str:
 
 
 def _fs(storage: Storage) -> tuple[pafs.FileSystem, str]:
-    return storage.fs, storage.storage_path
+    if storage.is_s3:
+        return storage.filesystem, storage.storage_path
+    return pafs.LocalFileSystem(), storage.storage_path
 
 
 def _open(storage: str | Storage) -> Storage:

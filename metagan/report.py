@@ -8,6 +8,8 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from .api import _dirs, _experiment, _fs_path, _open, _read_text, best_result
 from .tune.space import flatten_sample
 
@@ -56,7 +58,7 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
     grid = None
     if rows:
         store = _open(storage)
-        fs = store.fs
+        fs = store.filesystem if store.is_s3 else pafs.LocalFileSystem()
         best = best_result(experiment, storage)
         try:
             with fs.open_input_stream(_fs_path(store, best.checkpoint) + "/samples.png") as f:

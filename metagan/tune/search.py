@@ -8,6 +8,7 @@ import os
 import posixpath
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,8 +24,10 @@ from .space import (
     parse_spec,
     tune_space,
 )
-from .storage import SPEC_FILE, Storage, StorageError, check_storage, parse_storage
+from .storage import Storage, StorageError, check_storage, parse_storage
 from .trainable import EpisodeTrainable
+
+SPEC_FILE = "metagan_space.yaml"
 
 
 class StorageOutage(StorageError):
@@ -155,24 +158,37 @@ def _score(spec: SearchSpec) -> str | None:
 
 def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
     """Store the validated space beside the experiment, so --resume needs only NAME and URI."""
-    fs = storage.fs
-    fs.create_dir(storage.experiment_path(name))
-    with fs.open_output_stream(posixpath.join(storage.experiment_path(name), SPEC_FILE)) as f:
-        f.write(yaml.safe_dump(spec.to_dict(), sort_keys=False).encode())
+    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
+    if fs is None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
 
 
 def _spec_exists(storage: Storage, name: str) -> bool:
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
+    if fs is None:
+        return Path(path).is_file()
     import pyarrow.fs as pafs
 
-    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
-    return storage.fs.get_file_info(path).type == pafs.FileType.File
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def read_stored_spec(storage: Storage, name: str) -> SearchSpec:
     """The space a stored experiment was started with."""
+    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
+    fs = storage.filesystem
     try:
-        with storage.fs.open_input_stream(posixpath.join(storage.experiment_path(name), SPEC_FILE)) as f:
-            text = f.read().decode()
+        if fs is None:
+            text = Path(path).read_text()
+        else:
+            with fs.open_input_stream(path) as f:
+                text = f.read().decode()
     except FileNotFoundError:
         raise ConfigError(f"--resume {name}: no experiment {name!r} in {storage.uri}") from None
     return parse_spec(yaml.safe_load(text))

@@ -27,9 +27,6 @@ import pyarrow.fs as pafs
 
 from ..config import ConfigError
 
-# The validated space a search stored beside its experiment (read by --resume and the API).
-SPEC_FILE = "metagan_space.yaml"
-
 
 class StorageError(RuntimeError):
     """Storage that cannot be used: unreachable, missing, or not writable."""
@@ -212,11 +209,6 @@ class Storage:
         if not self.is_s3:
             return None
         return pafs.PyFileSystem(ResilientS3Handler(s3_endpoint(), s3_region(), self.outage_s))
-
-    @property
-    def fs(self) -> pafs.FileSystem:
-        """A pyarrow filesystem for reading and writing here: S3 or the local one."""
-        return self.filesystem if self.is_s3 else pafs.LocalFileSystem()
 
     @property
     def storage_path(self) -> str:
