@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,15 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("metagan-cache")
     os.environ["METAGAN_CACHE"] = str(cache)
     return cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_outside_ray():
+    """No test (nor a CLI it starts) joins a Ray cluster that RAY_ADDRESS names in the caller's shell."""
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    yield
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved
 
 
 TINY: dict[str, Any] = {
@@ -117,12 +128,29 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3) -> str:
-    """One local Ray for the session (2 CPUs); its GCS address, for CLI drivers to join."""
+def ray_cluster(s3, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One local Ray for the session (2 CPUs); its GCS address, for CLI drivers to join.
+
+    Started new whatever Ray state the machine holds: `address="local"` never joins the cluster
+    Ray remembers in /tmp/ray/ray_current_cluster (stale after `ray start` + `ray stop`) nor the
+    one RAY_ADDRESS names, and its own temp dir keeps it apart from any Ray running beside it.
+    Stopped by the PIDs it started, and only those.
+    """
+    import psutil
     import ray
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                   _temp_dir=str(temp))
+    node = ray._private.worker._global_node
+    started = [p.process.pid for procs in node.all_processes.values() for p in procs]
     try:
         yield ctx.address_info["gcs_address"]
     finally:
         ray.shutdown()
+        for pid in started:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)

@@ -170,47 +170,63 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
 
 
 def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster: str) -> None:
-    """Completed trials are not re-run; interrupted ones continue from their last checkpoint."""
-    # All three trials exist from the start (max_concurrent 3 on 2 CPUs: one waits), so the
-    # experiment snapshot Tune stores every ~10 s knows each of them when the driver dies.
-    space = write_space(tmp_path / "space.yaml", iterations=80, samples=3, scheduler="none", keep=3,
-                        search={"max_concurrent": 3})
+    """Completed trials are not re-run; interrupted ones continue from their last checkpoint.
+
+    Two trials of different lengths (train.iterations is searched): the short one finishes while
+    the long one is surely mid-run. Which is which is read from the experiment state Tune stored
+    last before the kill, which is exactly what --resume reads (Tune snapshots it about every
+    10 s, so a trial may have finished or checkpointed since). Checkpoints are ranked by score
+    with keep=3, so the checkpoint a snapshot names may have been rotated out by the time the
+    driver dies: the resumed trial must then continue from its newest stored checkpoint.
+    """
+    step, lengths = 20, (40, 2000)
+    space = write_space(tmp_path / "space.yaml", iterations=max(lengths), samples=1,
+                        scheduler="none", keep=3, step=step, search={"algorithm": "grid"})
+    data = yaml.safe_load(space.read_text())
+    data["space"] = {"train.iterations": {"grid": list(lengths)}, "model.hidden": {"grid": [8]}}
+    space.write_text(yaml.safe_dump(data))
     experiment = "resume-root/resume"
     proc = subprocess.Popen(search_cmd(space, "resume", ray_cluster), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
-    def one_done_one_running():
-        # "Finished" as the stored experiment state says (what --resume reads), not merely a
-        # final record in result.json: Tune snapshots the state about every 10 s.
+    def one_done_one_checkpointed():
         status = stored_status(s3, experiment)
         found = trials(s3, experiment)
-        ids = {n: t["results"][0]["trial_id"] for n, t in found.items() if t["results"]}
-        done = [n for n, i in ids.items() if status.get(i) == "TERMINATED"]
-        running = [n for n, i in ids.items() if status.get(i) != "TERMINATED"
-                   and found[n]["results"][-1]["iteration"] >= 20]
-        return (found, done, running) if done and running else None
+        done = [t for t in status.values() if t == "TERMINATED"]
+        checkpointed = [n for n, t in found.items() if len(t["checkpoints"]) >= 2]
+        return found if done and checkpointed else None
 
-    before, done, running = _wait(one_done_one_running, 400, "a finished and a running trial", proc)
+    _wait(one_done_one_checkpointed, 400, "a finished and a checkpointed trial", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    status = stored_status(s3, experiment)  # what --resume will read
+    before = trials(s3, experiment)
+    ids = {n: t["results"][0]["trial_id"] for n, t in before.items() if t["results"]}
+    done = [n for n, i in ids.items() if status.get(i) == "TERMINATED"]
+    running = [n for n, i in ids.items() if status.get(i) == "RUNNING"]
+    assert done and running, (status, {n: len(t["results"]) for n, t in before.items()})
     r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", "--resume", "resume",
-                        "--storage", "s3://metagan/resume-root", "--address", ray_cluster, "--quiet"],
+                        "--storage", "s3://metagan/resume-root", "--address", ray_cluster, "--quiet",
+                        "--json", str(tmp_path / "resumed.json")],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert all(t["error"] is None for t in resumed["trials"]), resumed["trials"]
     after = trials(s3, experiment)
-    assert len(after) == 3
+    assert len(after) == 2
     for name in done:  # finished before the kill: not a single new record
         assert after[name]["results"] == before[name]["results"]
     for name in running:
         records = after[name]["results"]
         # Records go on past the restore; the first one after it continues from a checkpoint
-        # past the start (not from scratch) and no earlier than what was stored at the kill.
+        # past the start (not from scratch).
         restarts = [rec for rec in records[1:] if rec["iterations_since_restore"] == 1]
         assert restarts, [rec["iteration"] for rec in records]
-        assert restarts[0]["iteration"] > 10
-        assert restarts[0]["iteration"] <= before[name]["results"][-1]["iteration"] + 10 + 30
+        assert restarts[0]["iteration"] > step
     for name, t in after.items():
-        assert t["results"][-1]["iteration"] == 80 and t["results"][-1]["done"], name
+        params = json.loads(read(s3, f"{experiment}/{name}/params.json"))
+        length = params.get("train.iterations") or params["grid"]["train.iterations"]
+        assert t["results"][-1]["iteration"] == length and t["results"][-1]["done"], name
         assert t["checkpoints"], name
 
 

@@ -76,7 +76,7 @@ def test_valid_space_parses() -> None:
     ({"scheduler/name": "pbt", "search/algorithm": "random"}, "pbt needs at least 3"),
     ({"scheduler/grace_period": 500}, "scheduler.grace_period"),
     ({"scheduler/reduction_factor": 1}, "reduction_factor"),
-    ({"scheduler/max_iterations": 50}, "exceeds the base"),
+    ({"scheduler/max_iterations": 50}, "exceeds the longest"),
     ({"trial/iterations_per_step": 0}, "trial.iterations_per_step"),
     ({"checkpoint/every": 15}, "multiple of trial.iterations_per_step"),
     ({"resources/gpu": 1.5}, "fraction of one GPU"),

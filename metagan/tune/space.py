@@ -128,8 +128,13 @@ class SearchSpec:
 
     @property
     def iterations(self) -> int:
-        """Meta-iterations of a trial that is not stopped early."""
-        return int(self.base["train"]["iterations"])
+        """Meta-iterations of the longest trial not stopped early (train.iterations may be searched)."""
+        return max(self.config_for(p).train.iterations for p in check_points(self))
+
+    @property
+    def shortest(self) -> int:
+        """Meta-iterations of the shortest trial of the space."""
+        return min(self.config_for(p).train.iterations for p in check_points(self))
 
     @property
     def checkpoint_frequency(self) -> int:
@@ -357,15 +362,6 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"scheduler.name: {sch.name!r} is not one of {', '.join(SCHEDULERS)}")
     if sch.name == "asha" and sch.reduction_factor < 2:
         raise ConfigError(f"scheduler.reduction_factor: must be at least 2, got {sch.reduction_factor}")
-    if sch.max_iterations and sch.max_iterations > spec.iterations:
-        raise ConfigError(f"scheduler.max_iterations ({sch.max_iterations}) exceeds the base "
-                          f"config's train.iterations ({spec.iterations})")
-    if sch.name != "none" and not 0 < sch.grace_period <= spec.iterations:
-        raise ConfigError(f"scheduler.grace_period: must be in [1, train.iterations="
-                          f"{spec.iterations}], got {sch.grace_period}")
-    if tr.iterations_per_step > spec.iterations:
-        raise ConfigError(f"trial.iterations_per_step ({tr.iterations_per_step}) exceeds "
-                          f"train.iterations ({spec.iterations})")
     every = spec.checkpoint.every
     if every < 0 or every % tr.iterations_per_step:
         raise ConfigError(f"checkpoint.every ({every}) must be a multiple of "
@@ -379,6 +375,27 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"failure.max_retries: must be >= 0, got {spec.failure.max_retries}")
     if spec.storage.outage_s <= 0:
         raise ConfigError(f"storage.outage_s: must be positive, got {spec.storage.outage_s}")
+
+
+def check_points(spec: SearchSpec) -> list[dict[str, Any]]:
+    """The assignments validation builds: every grid point, or every bound and branch."""
+    points = grid_points(spec.params) if spec.search.algorithm == "grid" else _corner_points(spec.params)
+    return points or [{}]
+
+
+def _check_lengths(spec: SearchSpec) -> None:
+    """Scheduler and reporting settings against the trial lengths the space allows."""
+    sch, tr = spec.scheduler, spec.trial
+    longest, shortest = spec.iterations, spec.shortest
+    if sch.max_iterations and sch.max_iterations > longest:
+        raise ConfigError(f"scheduler.max_iterations ({sch.max_iterations}) exceeds the longest "
+                          f"trial's train.iterations ({longest})")
+    if sch.name != "none" and not 0 < sch.grace_period <= longest:
+        raise ConfigError(f"scheduler.grace_period: must be in [1, train.iterations="
+                          f"{longest}], got {sch.grace_period}")
+    if tr.iterations_per_step > shortest:
+        raise ConfigError(f"trial.iterations_per_step ({tr.iterations_per_step}) exceeds "
+                          f"train.iterations ({shortest})")
 
 
 def _check_params(spec: SearchSpec) -> None:
@@ -402,8 +419,7 @@ def _check_params(spec: SearchSpec) -> None:
             raise ConfigError("scheduler.name: pbt takes search.algorithm: random (Ray Tune runs "
                               "it without a search algorithm) and no conditional choices")
     # Every bound and every branch must give a valid run config with the searched metric.
-    points = grid_points(spec.params) if algorithm == "grid" else _corner_points(spec.params)
-    for point in points or [{}]:
+    for point in check_points(spec):
         try:
             cfg = spec.config_for(point)
         except ConfigError as e:
@@ -415,6 +431,7 @@ def _check_params(spec: SearchSpec) -> None:
             if metric and metric not in metrics:
                 raise ConfigError(f"{name}: {metric!r} is not reported for method "
                                   f"{cfg.method!r}; reported: {', '.join(sorted(metrics))}")
+    _check_lengths(spec)
     keys = {p.key for p in spec.params}
     unconditional = {p.key for p in spec.params if p.branches is None}
     for i, point in enumerate(spec.search.points_to_evaluate):

@@ -8,13 +8,18 @@ and, for generating methods, a sample grid. The loop itself knows nothing of Ray
 from __future__ import annotations
 
 import json
+import logging
+import posixpath
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
+from ray.train._internal.checkpoint_manager import _TrainingResult
 
 from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE
 from ..config import dump_yaml
@@ -24,6 +29,28 @@ from .dashboard import TrialGauges
 from .space import GRID, SearchSpec, cast_sample, flatten_sample
 
 SAMPLES_FILE = "samples.png"
+# Tune's own counter, stored beside our metrics so a checkpoint can be restored on its own.
+TUNE_ITERATION = "training_iteration"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)$")
+COMPLETE = (STATE_FILE, CONFIG_FILE, METRICS_FILE)
+
+log = logging.getLogger(__name__)
+
+
+def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def newest_stored_checkpoint(fs: pafs.FileSystem, missing: str) -> str | None:
+    """The newest complete checkpoint directory beside `missing` (a trial's checkpoint path)."""
+    infos = fs.get_file_info(pafs.FileSelector(posixpath.dirname(missing), allow_not_found=True))
+    indexed = sorted((int(m.group(1)), info.path) for info in infos
+                     if info.type == pafs.FileType.Directory
+                     and (m := CHECKPOINT_DIR.search(posixpath.basename(info.path))))
+    for _, path in reversed(indexed):
+        if all(_is_file(fs, posixpath.join(path, name)) for name in COMPLETE):
+            return path
+    return None
 
 
 def trial_device(gpus: float) -> torch.device:
@@ -68,7 +95,7 @@ class EpisodeTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         """`iterations_per_step` meta-iterations, then a meta-val evaluation."""
         start = time.perf_counter()
-        total = self.spec.iterations
+        total = self.cfg.train.iterations  # may be searched
         end = min(total, self.loop.iteration + self.spec.trial.iterations_per_step)
         sums: dict[str, float] = {}
         n = 0
@@ -92,21 +119,47 @@ class EpisodeTrainable(tune.Trainable):
         # Tune's progress table shows the first few metrics: the searched one first.
         first = (self.spec.search.metric, "iteration", "tasks_per_s", "loss")
         self.last = {**{k: last[k] for k in first if k in last}, **last}
-        self.gauges.report(self.experiment, self.trial_id, self.last)
-        return {**self.last, "node_id": ray.get_runtime_context().get_node_id(),
-                "done": self.loop.iteration >= total}
+        where: dict[str, Any] = {}
+        if ray.is_initialized():  # always on a trial actor; not in an in-process Trainable
+            self.gauges.report(self.experiment, self.trial_id, self.last)
+            where["node_id"] = ray.get_runtime_context().get_node_id()
+        return {**self.last, **where, "done": self.loop.iteration >= total}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Weights, optimisers, RNG state, resolved config, metrics (and a grid for generators)."""
         d = Path(checkpoint_dir)
         torch.save(self.loop.state_dict(), d / STATE_FILE)
         dump_yaml(self.cfg, d / CONFIG_FILE)
-        (d / METRICS_FILE).write_text(json.dumps(self.last, indent=2, sort_keys=True))
+        stored = {**self.last, TUNE_ITERATION: self.iteration}
+        (d / METRICS_FILE).write_text(json.dumps(stored, indent=2, sort_keys=True))
         (d / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True))
         if getattr(self.loop.method, "generates", False):
             from ..gan.grid import sample_loop
 
             sample_loop(self.loop, d / SAMPLES_FILE, "val", seed=self.cfg.train.seed)
+
+    def restore(self, checkpoint_path: Any) -> None:
+        """Tune's restore; from this trial's newest stored checkpoint when the one Tune names is gone.
+
+        Tune snapshots the experiment about every 10 s, and `num_to_keep` may delete the
+        checkpoint a snapshot names before the next snapshot: a driver killed in between would
+        otherwise leave the trial unrecoverable on --resume.
+        """
+        if isinstance(checkpoint_path, _TrainingResult):
+            ckpt = checkpoint_path.checkpoint
+            fs = ckpt.filesystem
+            if fs.get_file_info(ckpt.path).type == pafs.FileType.NotFound:
+                newer = newest_stored_checkpoint(fs, ckpt.path)
+                if newer is not None:
+                    with fs.open_input_stream(posixpath.join(newer, METRICS_FILE)) as f:
+                        stored = json.loads(f.read().decode())
+                    log.warning("checkpoint %s was rotated out after the last experiment snapshot; "
+                                "continuing from %s", ckpt.path, newer)
+                    checkpoint_path = _TrainingResult(
+                        checkpoint=tune.Checkpoint(newer, filesystem=fs),
+                        metrics={TUNE_ITERATION: int(stored.get(TUNE_ITERATION, 0)),
+                                 "time_total_s": float(stored.get("loop_s", 0.0))})
+        super().restore(checkpoint_path)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Continue exactly where the checkpoint stopped (tensors only: weights_only=True)."""
@@ -115,4 +168,5 @@ class EpisodeTrainable(tune.Trainable):
         self.loop.load_state_dict(state)
         metrics = d / METRICS_FILE
         self.last = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        self.last.pop(TUNE_ITERATION, None)
         self.loop_s = float(self.last.get("loop_s", 0.0))

@@ -1,0 +1,84 @@
+"""The trial actor's restore: from the newest stored checkpoint when the one Tune names is gone.
+
+Tune's experiment snapshot (about every 10 s) can name a checkpoint that `num_to_keep` deleted
+since; a driver killed in that window left the trial unrecoverable (the flaky resume test's
+root cause). These run the Trainable in-process, without a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+import torch
+
+from metagan.tune.space import parse_spec
+from metagan.tune.trainable import EpisodeTrainable, newest_stored_checkpoint
+
+from .conftest import tiny_data
+
+pytestmark = pytest.mark.ray
+
+SPEC = parse_spec({"base": tiny_data("protonet", **{"train.iterations": 40}),
+                   "space": {"optim.lr": {"choice": [0.001]}},
+                   "trial": {"iterations_per_step": 5, "eval_episodes": 4},
+                   "scheduler": {"name": "none"}})
+
+
+class LocalTrainable(EpisodeTrainable):
+    def setup(self, config):  # what tune.with_parameters does on a cluster
+        super().setup(config, spec=SPEC)
+
+
+def _checkpoints(trainable: EpisodeTrainable, trial: Path, n: int) -> list[dict]:
+    """Train and checkpoint `n` times into trial/checkpoint_00000i; the reports."""
+    reports = []
+    for i in range(n):
+        reports.append(trainable.train())
+        d = trial / f"checkpoint_{i:06d}"
+        d.mkdir(parents=True)
+        trainable.save_checkpoint(str(d))
+    return reports
+
+
+def _result(path: Path, training_iteration: int):
+    from ray import tune
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+
+    return _TrainingResult(checkpoint=tune.Checkpoint(str(path), filesystem=pafs.LocalFileSystem()),
+                           metrics={"training_iteration": training_iteration})
+
+
+def test_a_rotated_out_checkpoint_restores_from_the_newest_complete_one(tmp_path: Path) -> None:
+    trial = tmp_path / "trial"
+    original = LocalTrainable({"optim.lr": 0.001})
+    _checkpoints(original, trial, 3)
+    shutil.rmtree(trial / "checkpoint_000001")         # the one the stale snapshot names
+    torn = trial / "checkpoint_000003"                 # an upload cut short: not complete
+    torn.mkdir()
+    shutil.copy(trial / "checkpoint_000002" / "state.pt", torn / "state.pt")
+    fs = pafs.LocalFileSystem()
+    assert newest_stored_checkpoint(fs, str(trial / "checkpoint_000001")) == str(
+        trial / "checkpoint_000002")
+
+    resumed = LocalTrainable({"optim.lr": 0.001})
+    resumed.restore(_result(trial / "checkpoint_000001", 2))
+    assert resumed.loop.iteration == 15 and resumed.iteration == 3  # checkpoint_000002's counters
+    # It continues exactly as the original did from there.
+    nxt_original, nxt_resumed = original.train(), resumed.train()
+    assert nxt_resumed["iteration"] == nxt_original["iteration"] == 20
+    assert nxt_resumed["val_accuracy"] == nxt_original["val_accuracy"]
+    for (k, a), (_, b) in zip(original.loop.method.state_dict().items(),
+                              resumed.loop.method.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_with_no_complete_checkpoint_left_tune_reports_the_missing_one(tmp_path: Path) -> None:
+    trial = tmp_path / "trial"
+    _checkpoints(LocalTrainable({"optim.lr": 0.001}), trial, 1)
+    (trial / "checkpoint_000000" / "metrics.json").unlink()
+    assert newest_stored_checkpoint(pafs.LocalFileSystem(), str(trial / "checkpoint_000001")) is None
+    with pytest.raises(ValueError, match="does not exist on storage anymore"):
+        LocalTrainable({"optim.lr": 0.001}).restore(_result(trial / "checkpoint_000001", 1))
