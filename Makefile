@@ -22,6 +22,7 @@ demo: install
 # The whole suite, slow end-to-end tests included (CI runs this).
 test: install
 	$(BIN)/ruff check metagan tests benchmarks
+	$(BIN)/mypy metagan
 	$(BIN)/python -m pytest -q -rs --durations=15
 
 test-fast: install
@@ -29,6 +30,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check metagan tests benchmarks
+	$(BIN)/mypy metagan
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

@@ -27,6 +27,7 @@ import torch
 from .config import Config, ConfigError
 from .data.episodes import Episode
 from .loop import EpisodeLoop
+from .meta import Generating
 from .tune.storage import Storage, StorageError, check_readable, parse_storage
 
 __all__ = ["submit", "status", "list_experiments", "best_result", "load_best_model",
@@ -180,7 +181,7 @@ class FewShotModel:
 
     def sample(self, support: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
         """n new drawings of the character shown in `support` [k, 1, H, W] (generating methods)."""
-        if not hasattr(self.module, "generate_for"):
+        if not isinstance(self.module, Generating):  # = hasattr(generate_for), typed
             raise ConfigError(f"method {self.config.method!r} has no generator")
         return self.module.generate_for(support.to(self.device), n, torch.Generator().manual_seed(seed))
 

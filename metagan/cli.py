@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,20 +28,16 @@ def _train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import load_checkpoint
-    from .config import build_config, load_config, parse_override, to_dict
+    from .config import load_config, parse_override
     from .loop import Diverged
-    from .run import LAST, train
+    from .run import resume_config, train
 
     if args.resume:
-        if args.config is not None:
-            raise ConfigError("--resume DIR continues a run with its own config.yaml; "
-                              "give no CONFIG")
+        if args.config is not None or args.out is not None:
+            raise ConfigError("--resume DIR continues a run with its own config.yaml in DIR; "
+                              "give no CONFIG and no --out")
         out = Path(args.resume)
-        if not (out / LAST).is_dir():
-            raise ConfigError(f"--resume: {out} has no checkpoint to resume from ({LAST})")
-        saved, _, _ = load_checkpoint(out / LAST)
-        cfg = build_config(to_dict(saved), dict(parse_override(o) for o in args.set))
+        cfg = resume_config(out, dict(parse_override(o) for o in args.set))
     else:
         if args.config is None:
             raise ConfigError("train: give a CONFIG.yaml (or --resume RUN_DIR)")
@@ -48,10 +45,13 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    bar = tqdm(total=cfg.train.iterations, desc=cfg.meta.algorithm, unit="it",
-               disable=args.quiet, dynamic_ncols=True)
+    bars: list[tqdm] = []  # made at the first step: nothing is printed before work starts
 
     def on_step(m: dict) -> None:
+        if not bars:
+            bars.append(tqdm(total=cfg.train.iterations, desc=cfg.meta.algorithm, unit="it",
+                             disable=args.quiet, dynamic_ncols=True))
+        bar = bars[0]
         if bar.n == 0 and m["iteration"] > 1:
             bar.update(m["iteration"] - 1)
         bar.update(1)
@@ -62,10 +62,13 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, out, resume=bool(args.resume), on_step=on_step)
     except Diverged as e:
-        bar.close()
+        for bar in bars:
+            bar.close()
         print(f"diverged: {e}; recorded in {out / 'result.json'}", file=sys.stderr)
         return EXIT_DIVERGED
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     print(json.dumps(result, indent=2))
     print(f"run written to {out}")
     return 0
@@ -75,16 +78,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .meta import REGISTRY
     from .run import load_loop
 
-    loop = load_loop(args.checkpoint)
-    cfg = loop.cfg
-    ways = args.ways or cfg.task.eval_ways or cfg.task.ways
-    if REGISTRY[cfg.meta.algorithm].head_size(ways) is not None and ways != cfg.task.ways:
-        raise ConfigError(f"--ways: {cfg.meta.algorithm} has a {cfg.task.ways}-way classifier "
-                          f"head; it can only be evaluated on {cfg.task.ways}-way tasks")
     for name in ("episodes", "ways", "shots"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name}: must be positive, got {value}")
+    if args.ways is not None and args.ways < 2:
+        raise ConfigError(f"--ways: a task needs at least 2 classes, got {args.ways}")
+    loop = load_loop(args.checkpoint)
+    cfg = loop.cfg
+    generates = getattr(loop.method, "generates", False)
+    if generates and (args.ways is not None or args.shots is not None):
+        raise ConfigError(f"--ways/--shots: {cfg.method} is scored on generation "
+                          f"(gan.eval_shots={cfg.gan.eval_shots} drawings per character)")
+    ways = args.ways or cfg.task.eval_ways or cfg.task.ways
+    if not generates and REGISTRY[cfg.meta.algorithm].head_size(ways) is not None \
+            and ways != cfg.task.ways:
+        raise ConfigError(f"--ways: {cfg.meta.algorithm} has a {cfg.task.ways}-way classifier "
+                          f"head; it can only be evaluated on {cfg.task.ways}-way tasks")
+    images = loop.splits.get(args.split)
+    if ways > images.num_classes:
+        raise ConfigError(f"--ways: meta-{args.split} has {images.num_classes} classes, "
+                          f"fewer than {ways}")
+    per_class = (args.shots or cfg.task.shots) + cfg.task.queries
+    if per_class > int(images.class_counts().min()):
+        raise ConfigError(f"--shots: {per_class} images per class needed (shots + "
+                          f"{cfg.task.queries} queries), but a meta-{args.split} class has only "
+                          f"{int(images.class_counts().min())}")
     result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots)
     result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
                   iteration=loop.iteration)
@@ -99,6 +118,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.samples <= 0:
         raise ConfigError(f"--samples: must be positive, got {args.samples}")
+    check_output_file(Path(args.out), "--out", ".png")  # before any sampling work
     loop = load_loop(args.checkpoint)
     cfg = loop.cfg
     if not hasattr(loop.method, "generate_for"):
@@ -115,6 +135,18 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_file(path: Path, what: str, suffix: str | None = None) -> None:
+    """ConfigError unless `path` can be written as a file (checked before the work it ends)."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a directory; give a file name")
+    if suffix and path.suffix.lower() != suffix:
+        raise ConfigError(f"{what} {path}: expected a {suffix} file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{what} {path}: not writable")
+
+
 def _data_download(args: argparse.Namespace) -> int:
     from .data import omniglot
 
@@ -126,9 +158,18 @@ def _data_download(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from .tune.search import SearchResult, dry_run, read_stored_spec, run_search
     from .tune.space import load_spec
-    from .tune.storage import parse_storage
+    from .tune.storage import check_name, parse_storage
 
+    if args.name is not None:
+        check_name(args.name)
     if args.resume:
+        check_name(args.resume, "--resume")
+        ignored = [flag for flag, given in (("SPACE", args.space), ("--set", args.set),
+                                            ("--name", args.name), ("--dry-run", args.dry_run))
+                   if given]
+        if ignored:
+            raise ConfigError(f"--resume {args.resume}: continues the stored space as it was; "
+                              f"{ignored[0]} cannot be applied (start a new search instead)")
         if not args.storage:
             raise ConfigError("--resume NAME needs --storage URI (where the experiment is)")
         storage = parse_storage(args.storage)
@@ -144,6 +185,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(spec, args.samples))
         return 0
+    if args.json:
+        check_output_file(Path(args.json), "--json")
     result: SearchResult = run_search(spec, name, storage, args.address, resume,
                                       verbose=0 if args.quiet else 1)
     print(result.summary())
@@ -191,6 +234,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    check_output_file(Path(args.out), "--out", ".png")
     out, rows = write_report(args.experiment, args.storage, args.out)
     print(f"{'trial':12s} {'best':>8s} {'iteration':>9s}  params")
     for r in rows:
@@ -201,10 +245,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (and exit code 2), like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    p = argparse.ArgumentParser(prog="metagan", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = ArgumentParser(prog="metagan", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     t = sub.add_parser("train", help="meta-train one configuration")
     t.add_argument("config", nargs="?", help="run config YAML (see configs/)")
@@ -249,28 +300,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no live progress table")
     q.set_defaults(func=_search)
 
-    address = {"default": os.environ.get("RAY_ADDRESS"),
-               "help": "Ray dashboard, http://HEAD:8265 (default $RAY_ADDRESS)"}
+
+    def add_address(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                            help="Ray dashboard, http://HEAD:8265 (default $RAY_ADDRESS)")
+
     j = sub.add_parser("submit", help="run a search as a Ray Job on a cluster")
     j.add_argument("space", help="search-space YAML")
-    j.add_argument("--address", **address)
+    add_address(j)
     j.add_argument("--storage", required=True, help="s3://bucket/prefix every node can reach")
     j.add_argument("--name", help="experiment name (default search-<time>)")
     j.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     j.set_defaults(func=_submit)
     st = sub.add_parser("status", help="status of a submitted search (or of all)")
     st.add_argument("job", nargs="?")
-    st.add_argument("--address", **address)
+    add_address(st)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
     lg = sub.add_parser("logs", help="a submitted search's output")
     lg.add_argument("job")
-    lg.add_argument("--address", **address)
+    add_address(lg)
     lg.add_argument("--follow", action="store_true", help="stream until the job ends")
     lg.set_defaults(func=_logs)
     sp = sub.add_parser("stop", help="stop a submitted search")
     sp.add_argument("job")
-    sp.add_argument("--address", **address)
+    add_address(sp)
     sp.set_defaults(func=_stop)
     rp = sub.add_parser("report", help="learning curves PNG and a table of an experiment's trials")
     rp.add_argument("experiment")
@@ -291,7 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `metagan` console script."""
     from .runtime import tune_allocator
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     tune_allocator()
     try:
         return args.func(args)
@@ -299,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:
-        from .jobs import ClusterError
+        from .tune.cluster import ClusterError
         from .tune.storage import StorageError
 
         if isinstance(e, ClusterError):

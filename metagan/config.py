@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,12 @@ class ModelConfig:
     hidden: int = 64
     depth: int = 4
     downsample: Literal["stride", "maxpool"] = "stride"
+
+
+# The meta-learners whose model ends in a `ways`-class classifier head (the others are
+# metric-based). config sits below meta, so it states this fact of the registry instead of
+# importing it; tests/test_layering.py checks the two agree.
+HEAD_ALGORITHMS = ("maml", "fomaml", "reptile")
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against type `tp`, converting only what is lossless (int -> float)."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
@@ -199,6 +207,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -273,7 +283,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+        raise ConfigError(f"{path}: malformed YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML expected)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -291,7 +305,11 @@ def build_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a run config file."""
     parsed = dict(parse_override(o) for o in overrides or [])
-    return build_config(read_yaml(path), parsed)
+    data = read_yaml(path)
+    if not data:  # most likely a wrong or truncated file: defaults are never silently used
+        raise ConfigError(f"{path}: the config is empty (write `method: meta` to train on the "
+                          "defaults)")
+    return build_config(data, parsed)
 
 
 def _positive(where: str, value: float | int) -> None:
@@ -302,6 +320,20 @@ def _positive(where: str, value: float | int) -> None:
 def _non_negative(where: str, value: float | int) -> None:
     if value < 0:
         raise ConfigError(f"{where}: must be >= 0, got {value}")
+
+
+def _check_torchscript(path: Path) -> None:
+    """A TorchScript archive (torch.jit.save) has a code/ folder; a torch.save file has none."""
+    if not path.is_file():
+        raise ConfigError(f"gan.feature_model: {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any("/code/" in name for name in names) or not any(n.endswith("constants.pkl") for n in names):
+        raise ConfigError(f"gan.feature_model: {path} is not a TorchScript model "
+                          "(save one with torch.jit.save(torch.jit.script(model), path))")
 
 
 def validate(cfg: Config) -> None:
@@ -327,9 +359,7 @@ def validate(cfg: Config) -> None:
     if t.eval_ways is not None:
         if t.eval_ways < 2:
             raise ConfigError(f"task.eval_ways: a task needs at least 2 classes, got {t.eval_ways}")
-        from .meta import REGISTRY  # here, not at the top: meta imports this module
-
-        if t.eval_ways != t.ways and REGISTRY[cfg.meta.algorithm].head_size(t.ways) is not None:
+        if t.eval_ways != t.ways and cfg.meta.algorithm in HEAD_ALGORITHMS:
             raise ConfigError(f"task.eval_ways: {cfg.meta.algorithm} has a {t.ways}-way classifier "
                               f"head, so evaluation tasks must be {t.ways}-way too")
     m = cfg.model
@@ -355,8 +385,8 @@ def validate(cfg: Config) -> None:
     _non_negative("gan.gp_weight", g.gp_weight)
     _non_negative("gan.pretrain_steps", g.pretrain_steps)
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
-    if g.feature_model is not None and not Path(g.feature_model).expanduser().is_file():
-        raise ConfigError(f"gan.feature_model: {g.feature_model} does not exist")
+    if g.feature_model is not None:
+        _check_torchscript(Path(g.feature_model).expanduser())
     if cfg.method == "metagan" and cfg.meta.algorithm not in ("maml", "fomaml"):
         raise ConfigError(f"meta.algorithm: metagan needs a classifier head with a fake class "
                           f"(maml or fomaml), got {cfg.meta.algorithm!r}")
@@ -384,6 +414,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.device: expected cpu, cuda, cuda:N or auto, got {tr.device!r}")
 
 
+def yaml_text(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def dump_yaml(cfg: Config, path: str | Path) -> None:
     """Write the resolved config."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    Path(path).write_text(yaml_text(cfg))

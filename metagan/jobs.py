@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 import time
 import urllib.error
@@ -22,25 +23,12 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
+from .tune.cluster import ClusterError, auth_token, split_host_port
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 # Storage settings that are not secrets and that the job's driver needs like the client.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot be used: unreachable, refused the token, or no such job."""
-
-
-def auth_token() -> str | None:
-    """The Ray auth token from the environment or ~/.ray/auth_token (None: none found)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if path.is_file():
-        return path.read_text().strip() or None
-    return None
 
 
 def _headers() -> dict[str, str]:
@@ -58,6 +46,7 @@ def dashboard_url(address: str | None) -> str:
         address = f"http://{address}"
     if not address.startswith(("http://", "https://")):
         raise ConfigError(f"--address {address}: expected http://HOST:PORT of the Ray dashboard")
+    split_host_port(address.rstrip("/"), "--address")
     return address.rstrip("/")
 
 
@@ -105,13 +94,16 @@ def submit(space: str | Path, address: str, storage: str, name: str | None = Non
            overrides: list[str] | None = None) -> Submitted:
     """Validate the space and storage here, then run `metagan search` as a Ray Job."""
     from .tune.space import load_spec
-    from .tune.storage import check_storage, parse_storage
+    from .tune.storage import check_name, check_storage, parse_storage
 
+    name = check_name(name or f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     spec = load_spec(space, overrides)           # a bad space fails here, not on the cluster
     store = parse_storage(storage, spec.storage.outage_s)
+    if not store.is_s3:
+        raise ConfigError(f"--storage {storage!r}: a cluster job needs s3://bucket/prefix, "
+                          "which every node can reach")
     check_storage(store)                         # an unreachable bucket fails here too
     jobs = client(address)                       # and an unreachable cluster or a bad token
-    name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = Path(tempfile.mkdtemp(prefix="metagan-job-"))
     # The resolved space (its base config inlined) travels; so does the package itself.
     (workdir / "space.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -119,7 +111,9 @@ def submit(space: str | Path, address: str, storage: str, name: str | None = Non
     env["PYTHONUNBUFFERED"] = "1"
     try:
         job_id = jobs.submit_job(
-            entrypoint=f"python -m metagan.cli search space.yaml --name {name} --storage {storage}",
+            # Ray runs the entrypoint in a shell: both values are validated and quoted.
+            entrypoint=shlex.join(["python", "-m", "metagan.cli", "search", "space.yaml",
+                                   "--name", name, "--storage", store.uri]),
             submission_id=f"metagan-{name}-{uuid.uuid4().hex[:6]}",
             runtime_env={"working_dir": str(workdir), "py_modules": [str(PACKAGE_DIR)],
                          "env_vars": env, "excludes": ["__pycache__"]},

@@ -10,19 +10,18 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
 
 from .config import Config, ConfigError
 from .data import Splits, load_splits
 from .data.episodes import TaskSampler
 from .gan import build_method, extra_classes
-from .meta import MetaLearner, Phase
+from .meta import REGISTRY, MetaLearner, Method
+from .meta.base import Diverged as Diverged  # raised by a phase update; callers catch it from here
+from .meta.base import make_optimizer, update_phase
 from .models import Conv4
 
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
-
-
-class Diverged(RuntimeError):
-    """A non-finite loss: the run stops with a recorded reason instead of crashing."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,8 +71,6 @@ class EpisodeLoop:
 
     def __init__(self, cfg: Config, splits: Splits | None = None,
                  device: torch.device | str | None = None) -> None:
-        from .meta import REGISTRY
-
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(
             cfg.train.device)
@@ -84,21 +81,14 @@ class EpisodeLoop:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
             self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
-            self.method = build_method(cfg, self.learner).to(self.device)
+            self.method: Method = build_method(cfg, self.learner).to(self.device)
         self.phases = self.method.phases()
-        self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
+        self.optimizers = {p.name: make_optimizer(p, cfg.optim) for p in self.phases}
         t = cfg.task
         self.sampler = TaskSampler(self.splits.train, t.ways, t.shots, t.queries,
                                    cfg.train.seed, self.device, cfg.data.affine_augment)
         self.iteration = 0
-
-    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        lr = phase.lr or o.lr
-        if phase.betas is not None or o.name == "adam":
-            return torch.optim.Adam(phase.params, lr=lr, betas=phase.betas or (0.9, 0.999),
-                                    weight_decay=o.weight_decay)
-        return torch.optim.SGD(phase.params, lr=lr, weight_decay=o.weight_decay)
+        self._embedding: nn.Module | None = None  # generation metrics' embedding, made when needed
 
     def lr_factor(self) -> float:
         """The learning-rate multiplier at the current iteration (derived, so nothing to save)."""
@@ -115,24 +105,11 @@ class EpisodeLoop:
         for phase in self.phases:
             if not phase.runs_at(self.iteration):
                 continue
-            opt = self.optimizers[phase.name]
-            for group in opt.param_groups:
-                group["lr"] = (phase.lr or self.cfg.optim.lr) * factor
-            opt.zero_grad(set_to_none=True)
-            out = phase.loss(episode)
-            if not torch.isfinite(out.objective):
-                raise Diverged(f"non-finite {phase.name} objective at iteration "
-                               f"{self.iteration + 1}")
-            out.objective.backward()
-            # With max_norm = inf this only measures; a finite optim.grad_clip also clips.
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                phase.params, self.cfg.optim.grad_clip or float("inf"))
-            opt.step()
-            if phase.after_step is not None:
-                phase.after_step()
+            out = update_phase(phase, self.optimizers[phase.name], episode,
+                               (phase.lr or self.cfg.optim.lr) * factor, self.cfg.optim.grad_clip,
+                               self.iteration)
             prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
-            metrics.update({prefix + k: float(v) for k, v in out.metrics.items()})
-            metrics[prefix + "grad_norm"] = float(grad_norm)
+            metrics.update({prefix + k: v for k, v in out.items()})
         self.iteration += 1
         elapsed = time.perf_counter() - start
         metrics.update(iteration=self.iteration, lr=self.cfg.optim.lr * factor,
@@ -147,7 +124,7 @@ class EpisodeLoop:
         The tasks depend only on the run's seed and the split, so every evaluation of a run
         sees the same tasks and the training task sequence is left untouched.
         """
-        if getattr(self.method, "generates", False):
+        if self.method.generates:
             return self._evaluate_generation(split, characters=min(episodes, 20))
         t = self.cfg.task
         ways = ways or t.eval_ways or t.ways
@@ -167,13 +144,17 @@ class EpisodeLoop:
 
     def _evaluate_generation(self, split: str, characters: int) -> dict[str, float]:
         """Adapt to k drawings of held-out characters, sample, score in the metric embedding."""
-        from .gan.evaluation import evaluate_generation
+        # Here, not at the top: only generating methods need the metrics (and scipy).
+        from .gan.evaluation import evaluate_generation, metric_embedding
 
+        if self._embedding is None:  # trained (or read from its cache) once per loop
+            self._embedding = metric_embedding(self.cfg, self.splits, self.device)
         rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
         steps = self.cfg.gan.eval_adapt_steps
         return evaluate_generation(
             self.cfg, self.splits, lambda s, n: self.method.adapt_and_sample(s, n, steps, rng),
-            split, characters=characters, seed=self.cfg.train.seed, device=self.device)
+            split, characters=characters, seed=self.cfg.train.seed, device=self.device,
+            embed=self._embedding)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: weights, optimisers, RNG, counter."""

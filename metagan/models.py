@@ -94,7 +94,8 @@ class Conv4(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """[n, C, H, W] -> [n, embedding_dim]."""
-        return self.features(x).flatten(1)
+        features: torch.Tensor = self.features(x)  # [n, hidden, side, side]
+        return features.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [n, num_classes], or the embedding when there is no head."""

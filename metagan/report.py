@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from .api import _dirs, _experiment, _fs_path, _open, _read_text, best_result
+from .config import ConfigError
+from .records import parse_records
 from .tune.space import flatten_sample
 
 
@@ -24,7 +26,10 @@ def trial_histories(experiment: str, storage: str) -> tuple[dict[str, Any], dict
             text = _read_text(fs, posixpath.join(path, trial, "result.json"))
         except FileNotFoundError:
             continue
-        out[trial] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            out[trial] = parse_records(text, store.uri_of(posixpath.join(path, trial, "result.json")))
+        except ConfigError as e:  # one damaged trial does not hide the others
+            print(f"warning: {e}; trial left out of the report", file=sys.stderr)
     return spec, out
 
 
@@ -58,7 +63,9 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
     grid = None
     if rows:
         store = _open(storage)
-        fs = store.filesystem if store.is_s3 else pafs.LocalFileSystem()
+        fs = store.filesystem
+        if fs is None:  # a local path
+            fs = pafs.LocalFileSystem()
         best = best_result(experiment, storage)
         try:
             with fs.open_input_stream(_fs_path(store, best.checkpoint) + "/samples.png") as f:

@@ -16,11 +16,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, dump_yaml
+from .checkpoint import latest, load_checkpoint, save_checkpoint, write_text_atomic
+from .config import Config, ConfigError, build_config, to_dict, yaml_text
 from .loop import Diverged, EpisodeLoop
+from .records import parse_records
 
 LAST = "checkpoints/last"
+
+
+# What `train --resume` may change: how long and where it runs and how often it records.
+# Everything else would change what was learned or how it is measured.
+RESUMABLE = ("train.iterations", "train.log_every", "train.eval_every", "train.checkpoint_every",
+             "train.device", "train.threads")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: damaged (not text)") from None
+    return parse_records(text, str(path))
 
 
 class MetricsLog:
@@ -29,9 +45,8 @@ class MetricsLog:
     def __init__(self, path: Path, resume_iteration: int | None = None) -> None:
         self.path = path
         if resume_iteration is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line).get("iteration", 0) <= resume_iteration]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_records(path) if r.get("iteration", 0) <= resume_iteration]
+            write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record."""
@@ -42,12 +57,33 @@ class MetricsLog:
 def prepare_run_dir(out: Path, resume: bool) -> None:
     """Refuse to overwrite a previous run unless resuming it."""
     if resume:
-        if not (out / LAST).is_dir():
+        if latest(out / LAST) is None:
             raise ConfigError(f"--resume: {out} has no checkpoint to resume from ({LAST})")
-    elif out.exists() and any(out.iterdir()):
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out: {out} already holds a run; pass --resume to continue it "
                           "or choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot create {out} ({e.strerror})") from None
+
+
+def resume_config(out: Path, overrides: dict[str, Any]) -> Config:
+    """The config of the run in `out`, with the overrides a resumed run can honour (else refused)."""
+    prepare_run_dir(out, resume=True)
+    refused = sorted(k for k in overrides if k not in RESUMABLE)
+    if refused:
+        raise ConfigError(f"--set {refused[0]}: a resumed run keeps what it learned and how it is "
+                          f"measured; it accepts only {', '.join(RESUMABLE)}")
+    saved, state, _ = load_checkpoint(out / LAST)
+    cfg = build_config(to_dict(saved), overrides)
+    if cfg.train.iterations < int(state["iteration"]):
+        raise ConfigError(f"--set train.iterations={cfg.train.iterations}: the checkpoint is "
+                          f"already at iteration {state['iteration']}")
+    return cfg
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False,
@@ -62,9 +98,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
         _, state, _ = load_checkpoint(out / LAST)
     loop = EpisodeLoop(cfg)
     if resume:
-        loop.load_state_dict(state)
-    dump_yaml(cfg, out / "config.yaml")
-    (out / "splits.json").write_text(json.dumps(loop.splits.groups, indent=2))
+        restore(loop, state, out / LAST)
+    write_text_atomic(out / "config.yaml", yaml_text(cfg))
+    write_text_atomic(out / "splits.json", json.dumps(loop.splits.groups, indent=2))
     log = MetricsLog(out / "metrics.jsonl", loop.iteration if resume else None)
     tr = cfg.train
     start = time.perf_counter()
@@ -85,7 +121,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     except Diverged as e:
         record = {"iteration": loop.iteration + 1, "diverged": True, "reason": str(e)}
         log.write(record)
-        (out / "result.json").write_text(json.dumps(record, indent=2))
+        write_text_atomic(out / "result.json", json.dumps(record, indent=2))
         raise
     train_s = time.perf_counter() - start
     save_checkpoint(out / LAST, cfg, loop.state_dict())
@@ -95,7 +131,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
               **{f"val_{k}": v for k, v in val.items()},
               **{f"test_{k}": v for k, v in test.items()}}
     log.write(result)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2))
     save_checkpoint(out / LAST, cfg, loop.state_dict(), result)
     return result
 
@@ -103,9 +139,20 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
 def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
     """An episode loop restored from a run directory or a checkpoint directory."""
     path = Path(path)
-    if (path / LAST).is_dir():
+    if not path.exists():
+        raise ConfigError(f"{path}: no such run or checkpoint directory")
+    if latest(path / LAST) is not None:
         path = path / LAST
     cfg, state, _ = load_checkpoint(path, map_location=device or "cpu")
     loop = EpisodeLoop(cfg, device=device)
-    loop.load_state_dict(state)
+    restore(loop, state, path)
     return loop
+
+
+def restore(loop: EpisodeLoop, state: dict[str, Any], where: Path) -> None:
+    """Load a checkpoint state into a loop; a state of another config is a ConfigError."""
+    try:
+        loop.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where}: the state does not fit its config.yaml ({first})") from None

@@ -124,6 +124,20 @@ def test_s3_search_hyperopt_asha(tmp_path: Path, s3: dict, ray_cluster: str) -> 
     for key in keys(s3, experiment):
         if not key.endswith(".pt"):
             assert S3_SECRET.encode() not in read(s3, key), key
+    # A damaged line in one trial's result.json is named; the report covers the others.
+    damaged = sorted(found)[0]
+    key = f"{experiment}/{damaged}/result.json"
+    lines = read(s3, key).decode().splitlines()
+    s3["client"].put_object(Bucket=s3["bucket"], Key=key,
+                            Body=("\n".join([lines[0], "{garbage", *lines[1:]]) + "\n").encode())
+    report = subprocess.run([sys.executable, "-m", "metagan.cli", "report", "asha", "--storage",
+                             "s3://metagan/asha-root", "--out", str(tmp_path / "report.png")],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert f"{damaged}/result.json: line 2 is damaged" in report.stderr
+    assert "Traceback" not in report.stderr and (tmp_path / "report.png").stat().st_size > 0
+    rows = [line for line in report.stdout.splitlines()[1:] if not line.startswith("wrote ")]
+    assert len(rows) == 3, report.stdout  # the other three trials
 
 
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
@@ -179,7 +193,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster
     with keep=3, so the checkpoint a snapshot names may have been rotated out by the time the
     driver dies: the resumed trial must then continue from its newest stored checkpoint.
     """
-    step, lengths = 20, (40, 2000)
+    step, lengths = 20, (40, 1000)
     space = write_space(tmp_path / "space.yaml", iterations=max(lengths), samples=1,
                         scheduler="none", keep=3, step=step, search={"algorithm": "grid"})
     data = yaml.safe_load(space.read_text())
@@ -192,8 +206,10 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, s3: dict, ray_cluster
     def one_done_one_checkpointed():
         status = stored_status(s3, experiment)
         found = trials(s3, experiment)
-        done = [t for t in status.values() if t == "TERMINATED"]
-        checkpointed = [n for n, t in found.items() if len(t["checkpoints"]) >= 2]
+        ids = {n: t["results"][0]["trial_id"] for n, t in found.items() if t["results"]}
+        done = [n for n, i in ids.items() if status.get(i) == "TERMINATED"]
+        checkpointed = [n for n, i in ids.items() if status.get(i) == "RUNNING"
+                        and len(found[n]["checkpoints"]) >= 2]
         return found if done and checkpointed else None
 
     _wait(one_done_one_checkpointed, 400, "a finished and a checkpointed trial", proc)
@@ -367,3 +383,15 @@ def test_other_search_algorithms_and_schedulers(tmp_path: Path, s3: dict, ray_cl
         assert sorted({t["params"]["optim.lr"] for t in trials_run}) == [0.001, 0.01]
     assert all(t["error"] is None for t in trials_run)
     assert result["best_value"] == max(t["best"] for t in trials_run)
+
+
+def test_a_trial_no_node_can_run_is_refused_not_left_pending(tmp_path: Path, s3: dict,
+                                                             ray_cluster: str) -> None:
+    space = write_space(tmp_path / "space.yaml", resources={"gpu": 1})  # the test Ray has none
+    start = time.monotonic()
+    r = subprocess.run(search_cmd(space, "gpu", ray_cluster), capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 5, r.stderr[-2000:]
+    assert "largest node of the cluster has 2 CPU and 0 GPU" in r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - start < 120
+    assert not [k for k in keys(s3, "gpu-root/gpu/") if "EpisodeTrainable" in k]

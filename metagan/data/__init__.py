@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from . import omniglot
 from .folder import load_folder
 from .images import DataError, ImageSet, split_groups, with_rotations
@@ -24,9 +24,10 @@ class Splits:
 
     def get(self, split: str) -> ImageSet:
         """The image set of a split by name."""
-        if split not in ("train", "val", "test"):
+        parts = {"train": self.train, "val": self.val, "test": self.test}
+        if split not in parts:
             raise ValueError(f"unknown split {split!r} (train, val or test)")
-        return getattr(self, split)
+        return parts[split]
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -35,6 +36,8 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.source == "bundled":
         full = omniglot.load_zips(omniglot.bundled_paths(), cfg.image_size, cache)
         test_set = None
+    elif cfg.root is None:  # config validation rejects this too
+        raise ConfigError(f"data.root: required when data.source is {cfg.source!r}")
     elif cfg.source == "omniglot":
         root = Path(cfg.root).expanduser()
         full = omniglot.load_zips([root / "images_background.zip"], cfg.image_size, cache)

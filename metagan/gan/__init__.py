@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from ..config import Config
-from ..meta.base import MetaLearner
+from ..meta.base import MetaLearner, Method
 
 
 def extra_classes(cfg: Config) -> int:
@@ -18,7 +16,7 @@ def generates(cfg: Config) -> bool:
     return cfg.method == "fewshot_gan"
 
 
-def build_method(cfg: Config, learner: MetaLearner) -> nn.Module:
+def build_method(cfg: Config, learner: MetaLearner) -> Method:
     """The module the episode loop trains: the learner itself, or a GAN method around it."""
     if cfg.method == "meta":
         return learner

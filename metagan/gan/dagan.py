@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..meta.base import MetaLearner, Phase, PhaseOutput
+from ..meta.base import MetaLearner, Method, Phase, PhaseOutput
 from .losses import LOSSES, gradient_penalty
 from .nets import Discriminator, Generator, SeededNoise, SetEncoder
 
@@ -40,10 +40,11 @@ class PairGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """One new image per (x, z) row."""
-        return self.decoder(z, self.encoder(x.unsqueeze(1)))
+        images: torch.Tensor = self.decoder(z, self.encoder(x.unsqueeze(1)))
+        return images
 
 
-class DaganAugmented(SeededNoise):
+class DaganAugmented(SeededNoise, Method):
     """A meta-learner whose support sets are augmented by a DAGAN generator."""
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
@@ -54,7 +55,9 @@ class DaganAugmented(SeededNoise):
         self.discriminator = Discriminator(width=g.width, image_channels=2,
                                            spectral=g.spectral_norm)
         # Samples for augmentation come from the EMA of G's weights when enabled.
-        self.ema = (AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(g.ema),
+        # get_ema_multi_avg_fn is unannotated in torch; it returns the EMA update function.
+        self.ema = (AveragedModel(self.generator,
+                                  multi_avg_fn=get_ema_multi_avg_fn(g.ema),  # type: ignore[no-untyped-call]
                                   use_buffers=True) if g.ema > 0 else None)
         self.d_loss, self.g_loss = LOSSES[g.loss]
 
@@ -140,5 +143,6 @@ class DaganAugmented(SeededNoise):
         """n new drawings of the character in support [k, 1, H, W], cycling over its images."""
         source = support[torch.arange(n) % support.shape[0]]
         g = self.ema.module if self.ema is not None else self.generator
-        return g(source, self._z(n, rng, support.device))
+        images: torch.Tensor = g(source, self._z(n, rng, support.device))
+        return images
 

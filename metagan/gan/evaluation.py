@@ -5,6 +5,10 @@ Inception-based FID needs ImageNet weights this machine cannot download, and an 
 network says little about pen strokes anyway; the embedding here is a conv4 ProtoNet trained
 once (fixed seed) on the meta-train alphabets and cached by its config's hash. Users who have
 Inception weights can pass any TorchScript feature extractor as gan.feature_model.
+
+The embedding is made by its own step (`metric_embedding`, which trains it with the same phase
+update as the episode loop) and passed to the scoring functions, so this module never needs the
+loop that evaluates with it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config, build_config, to_dict
+from ..config import Config, ConfigError, build_config, to_dict
 from ..data import ImageSet, Splits
+from ..data.episodes import TaskSampler
 from ..data.images import default_cache_dir
-from ..models import freeze_batch_norm
+from ..meta import REGISTRY, MetaLearner
+from ..meta.base import make_optimizer, update_phase
+from ..models import Conv4, freeze_batch_norm
 from .metrics import conditional_fidelity, feature_frechet_distance, relative_diversity
 
 Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, 1, H, W], n) -> [T, n, ...]
@@ -38,32 +45,66 @@ def embedding_config(cfg: Config) -> Config:
     })
 
 
+def embedding_learner(ecfg: Config, device: torch.device) -> MetaLearner:
+    """The untrained embedding learner of `embedding_config`, initialised from its seed exactly
+    as an EpisodeLoop of that config would be (so a cached embedding stays valid)."""
+    learner_cls = REGISTRY[ecfg.meta.algorithm]
+    m = ecfg.model
+    with torch.random.fork_rng(devices=[]):  # without touching torch's global RNG
+        torch.manual_seed(ecfg.train.seed)
+        model = Conv4(1, m.hidden, m.depth, ecfg.data.image_size,
+                      learner_cls.head_size(ecfg.task.ways), m.downsample)
+        return learner_cls(model, ecfg.meta).to(device)
+
+
+def train_embedding(ecfg: Config, splits: Splits, learner: MetaLearner,
+                    device: torch.device) -> None:
+    """Meta-train the embedding learner for ecfg.train.iterations with the episode loop's phase
+    update. The recipe has no lr schedule and one always-active phase, so the tasks, steps and
+    weights are those an EpisodeLoop of `ecfg` would produce."""
+    t = ecfg.task
+    train = splits.train
+    if t.ways > train.num_classes or int(train.class_counts().min()) < t.shots + t.queries:
+        raise ConfigError(f"data: the generation-metric embedding trains on {t.ways}-way tasks "
+                          f"of {t.shots + t.queries} drawings per class, more than meta-train "
+                          "has (set gan.feature_model to use another feature extractor)")
+    sampler = TaskSampler(train, t.ways, t.shots, t.queries, ecfg.train.seed, device,
+                          ecfg.data.affine_augment)
+    phases = learner.phases()
+    optimizers = [make_optimizer(p, ecfg.optim) for p in phases]
+    learner.train()
+    with torch.enable_grad():  # callers may evaluate under no_grad
+        for iteration in range(ecfg.train.iterations):
+            episode = sampler.sample(t.meta_batch)
+            for phase, optimizer in zip(phases, optimizers):
+                update_phase(phase, optimizer, episode, phase.lr or ecfg.optim.lr,
+                             ecfg.optim.grad_clip, iteration)
+
+
 def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
                      cache_dir: Path | None = None) -> torch.nn.Module:
     """The held-out embedding for `cfg`'s data: trained on meta-train once, then cached
     (or the user's TorchScript feature model, gan.feature_model)."""
-    from ..loop import EpisodeLoop  # the loop imports the GAN methods: import lazily
-
     if cfg.gan.feature_model is not None:
-        model = torch.jit.load(str(Path(cfg.gan.feature_model).expanduser()), map_location=device)
-        model.eval()
-        return model
+        # torch.jit.load is unannotated in torch's stubs; it returns a ScriptModule.
+        script: torch.nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(Path(cfg.gan.feature_model).expanduser()), map_location=device)
+        script.eval()
+        return script
 
     ecfg = embedding_config(cfg)
     key = hashlib.sha256(json.dumps(to_dict(ecfg), sort_keys=True).encode()).hexdigest()[:20]
     path = (cache_dir or default_cache_dir()) / "embeddings" / f"protonet-{key}.pt"
-    loop = EpisodeLoop(ecfg, splits=splits, device=device)
+    learner = embedding_learner(ecfg, device)
     if path.is_file():
-        loop.method.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        learner.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     else:
-        with torch.enable_grad():  # callers may evaluate under no_grad
-            while loop.iteration < ecfg.train.iterations:
-                loop.step()
+        train_embedding(ecfg, splits, learner, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(loop.method.state_dict(), tmp)
+        torch.save(learner.state_dict(), tmp)
         tmp.replace(path)
-    model = loop.learner.model
+    model = learner.model
     # Normalise with statistics of a fixed batch of meta-train drawings, so an image's features
     # do not depend on the other images it is embedded with (a generated batch is not
     # renormalised towards the real one).
@@ -115,10 +156,12 @@ def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torc
 
 def evaluate_generation(cfg: Config, splits: Splits, sample: Sampler, split: str = "test",
                         characters: int = 20, samples: int = 15, seed: int = 0,
-                        device: torch.device | str = "cpu") -> dict[str, float]:
-    """Adapt-and-sample on held-out characters of a split, scored in the metric embedding."""
+                        device: torch.device | str = "cpu", embed: torch.nn.Module | None = None
+                        ) -> dict[str, float]:
+    """Adapt-and-sample on held-out characters of a split, scored in the metric embedding
+    `embed` (default: metric_embedding(cfg, splits, device))."""
     device = torch.device(device)
-    embed = metric_embedding(cfg, splits, device)
+    embed = embed if embed is not None else metric_embedding(cfg, splits, device)
     support, real = character_sets(splits.get(split), characters, cfg.gan.eval_shots,
                                    np.random.default_rng(seed))
     fake = sample(support.to(device), samples).cpu()
@@ -126,10 +169,11 @@ def evaluate_generation(cfg: Config, splits: Splits, sample: Sampler, split: str
 
 
 def real_baseline(cfg: Config, splits: Splits, split: str = "test", characters: int = 20,
-                  seed: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
+                  seed: int = 0, device: torch.device | str = "cpu",
+                  embed: torch.nn.Module | None = None) -> dict[str, float]:
     """The same metrics with real drawings in place of samples (the best a generator can do)."""
     device = torch.device(device)
-    embed = metric_embedding(cfg, splits, device)
+    embed = embed if embed is not None else metric_embedding(cfg, splits, device)
     support, real = character_sets(splits.get(split), characters, cfg.gan.eval_shots,
                                    np.random.default_rng(seed))
     half = real.shape[1] // 2

@@ -14,7 +14,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..meta.base import Phase, PhaseOutput
+from ..meta.base import Method, Phase, PhaseOutput
 from ..meta.reptile import reptile_objective
 from .losses import LOSSES
 from .nets import Discriminator, Generator, SeededNoise
@@ -33,7 +33,7 @@ def class_sets(episode: Episode) -> torch.Tensor:
     return torch.cat(per_class, dim=2).flatten(0, 1)
 
 
-class FewShotGan(SeededNoise):
+class FewShotGan(SeededNoise, Method):
     """Meta-learned (G, D) pair: `adapt(images, steps)` then `sample(n)` for a new character."""
 
     def __init__(self, cfg: Config) -> None:
@@ -82,7 +82,9 @@ class FewShotGan(SeededNoise):
         t = next(iter(g_params.values())).shape[0]
         z = torch.randn(t, n, self.cfg.gan.z_dim, generator=rng).to(
             next(iter(g_params.values())).device)
-        return vmap(lambda p, zz: functional_call(self.generator, p, (zz,)))(g_params, z)
+        images: torch.Tensor = vmap(lambda p, zz: functional_call(self.generator, p, (zz,)))(
+            g_params, z)
+        return images
 
     # -- meta-training ------------------------------------------------------------------------------
     def _meta_phase(self, episode: Episode) -> PhaseOutput:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..config import Config
+from ..data import Splits
 from ..data.folder import EXTENSIONS
+from ..meta.base import Generating, Method
+
+
+class TrainedRun(Protocol):
+    """What sample_loop reads of an EpisodeLoop (described here: the loop sits above gan/)."""
+
+    cfg: Config
+    splits: Splits
+    device: torch.device
+    method: Method
 
 
 def save_grid(real: torch.Tensor, fake: torch.Tensor, path: str | Path, columns: int = 10,
@@ -48,16 +61,19 @@ def load_character(directory: str | Path, size: int = 28) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)
 
 
-def sample_loop(loop, path: str | Path, split: str = "val", samples: int = 30, seed: int = 0,
-                support: torch.Tensor | None = None) -> Path:
+def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples: int = 30,
+                seed: int = 0, support: torch.Tensor | None = None) -> Path:
     """Grid of a generating loop's samples for `support` (default: an unseen character of `split`)."""
     from .evaluation import character_sets
 
+    method = loop.method
+    if not isinstance(method, Generating):
+        raise TypeError(f"{type(method).__name__} has no generator to sample from")
     cfg = loop.cfg
     if support is None:
         sets, _ = character_sets(loop.splits.get(split), 1, cfg.gan.eval_shots,
                                  np.random.default_rng(seed))
         support = sets[0]
     rng = torch.Generator().manual_seed(seed)
-    fake = loop.method.generate_for(support.to(loop.device), samples, rng)
+    fake = method.generate_for(support.to(loop.device), samples, rng)
     return save_grid(support, fake.cpu(), path)

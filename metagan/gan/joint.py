@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..meta.base import MetaLearner, Phase, PhaseOutput, accuracy
+from ..meta.base import MetaLearner, Method, Phase, PhaseOutput, accuracy
 from .nets import Generator, SeededNoise, SetEncoder
 
 NOISE_SEED_OFFSET = 130_003
 
 
-class MetaGan(SeededNoise):
+class MetaGan(SeededNoise, Method):
     """A meta-learner with a (ways + 1)-class head and a task-conditioned generator."""
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
@@ -38,7 +38,7 @@ class MetaGan(SeededNoise):
         b = episode.num_tasks
         cond = self.encoder(episode.support_x)  # [B, c]
         z = torch.randn(b * per_task, self.cfg.gan.z_dim, generator=self.noise).to(cond.device)
-        x = self.generator(z, cond.repeat_interleave(per_task, dim=0))
+        x: torch.Tensor = self.generator(z, cond.repeat_interleave(per_task, dim=0))
         return x.view(b, per_task, *episode.support_x.shape[2:])
 
     def _d_phase(self, episode: Episode) -> PhaseOutput:
@@ -93,7 +93,8 @@ class MetaGan(SeededNoise):
         """n generated images conditioned on the set support [k, 1, H, W]."""
         cond = self.encoder(support.unsqueeze(0)).expand(n, -1)
         z = torch.randn(n, self.cfg.gan.z_dim, generator=rng).to(support.device)
-        return self.generator(z, cond)
+        images: torch.Tensor = self.generator(z, cond)
+        return images
 
 
 

@@ -62,7 +62,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     shape = (-1,) + (1,) * (real.dim() - 1)
     x_hat = (weight.view(shape) * real + (1 - weight.view(shape)) * fake).requires_grad_(True)
     (grads,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return ((grads.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+    norms: torch.Tensor = grads.flatten(1).norm(dim=1)  # Tensor.norm is unannotated in torch
+    return (norms - 1.0).pow(2).mean()
 
 
 LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {

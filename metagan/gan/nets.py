@@ -28,11 +28,11 @@ class SeededNoise(nn.Module):
         super().__init__()
         self.noise = torch.Generator().manual_seed(seed)
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
         """The noise generator's state."""
         return {"noise": self.noise.get_state()}
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore the noise generator."""
         self.noise.set_state(state["noise"])
 
@@ -59,7 +59,9 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Generate one image per row of z."""
         h = z if cond is None else torch.cat([z, cond], dim=1)
-        return self.up(self.fc(h).view(-1, 2 * self.width, 7, 7))
+        seed: torch.Tensor = self.fc(h)
+        images: torch.Tensor = self.up(seed.view(-1, 2 * self.width, 7, 7))
+        return images
 
 
 class Discriminator(nn.Module):
@@ -82,8 +84,8 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """One score per image."""
-        h = self.features(x)
-        score = self.out(h).squeeze(1)
+        h: torch.Tensor = self.features(x)
+        score: torch.Tensor = self.out(h).squeeze(1)
         if self.project is not None and cond is not None:
             score = score + (self.project(cond) * h).sum(1)
         return score
@@ -103,4 +105,5 @@ class SetEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Encode each image, average over the set."""
         n, k = images.shape[:2]
-        return self.net(images.flatten(0, 1)).view(n, k, -1).mean(1)
+        codes: torch.Tensor = self.net(images.flatten(0, 1))
+        return codes.view(n, k, -1).mean(1)

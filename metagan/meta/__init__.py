@@ -4,9 +4,19 @@ from torch import nn
 
 from ..config import MetaConfig
 from . import maml, protonet, reptile  # noqa: F401  (registration)
-from .base import REGISTRY, MetaLearner, Phase, PhaseOutput, accuracy
+from .base import (
+    REGISTRY,
+    Diverged,
+    Generating,
+    MetaLearner,
+    Method,
+    Phase,
+    PhaseOutput,
+    accuracy,
+)
 
-__all__ = ["REGISTRY", "MetaLearner", "Phase", "PhaseOutput", "accuracy", "build_learner"]
+__all__ = ["REGISTRY", "Diverged", "Generating", "MetaLearner", "Method", "Phase", "PhaseOutput",
+           "accuracy", "build_learner"]
 
 
 def build_learner(cfg: MetaConfig, model: nn.Module) -> MetaLearner:

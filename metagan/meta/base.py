@@ -1,16 +1,16 @@
-"""The meta-learner interface, the phase abstraction the episode loop runs, and a registry."""
+"""The meta-learner interface, the phases the episode loop runs and how one updates, a registry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MetaConfig
+from ..config import MetaConfig, OptimConfig
 from ..data.episodes import Episode
 
 
@@ -44,6 +44,43 @@ class Phase:
         return self.active is None or self.active(iteration)
 
 
+class Diverged(RuntimeError):
+    """A non-finite loss: the run stops with a recorded reason instead of crashing."""
+
+
+def make_optimizer(phase: Phase, optim: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser of one phase: Adam when the phase sets betas or the run uses adam, else SGD."""
+    lr = phase.lr or optim.lr
+    if phase.betas is not None or optim.name == "adam":
+        return torch.optim.Adam(phase.params, lr=lr, betas=phase.betas or (0.9, 0.999),
+                                weight_decay=optim.weight_decay)
+    return torch.optim.SGD(phase.params, lr=lr, weight_decay=optim.weight_decay)
+
+
+def update_phase(phase: Phase, optimizer: torch.optim.Optimizer, episode: Episode, lr: float,
+                 grad_clip: float, iteration: int) -> dict[str, float]:
+    """One update of `phase` at learning rate `lr`: loss, backward, gradient norm, step.
+
+    Returns the phase's metrics and its gradient norm. A non-finite objective raises Diverged
+    before any weight changes (`iteration` is 0-based; the message counts from 1).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    out = phase.loss(episode)
+    if not torch.isfinite(out.objective):
+        raise Diverged(f"non-finite {phase.name} objective at iteration {iteration + 1}")
+    torch.autograd.backward(out.objective)  # = objective.backward(), which torch leaves untyped
+    # With max_norm = inf this only measures; a finite grad_clip also clips.
+    grad_norm = torch.nn.utils.clip_grad_norm_(phase.params, grad_clip or float("inf"))
+    optimizer.step()
+    if phase.after_step is not None:
+        phase.after_step()
+    metrics = {k: float(v) for k, v in out.metrics.items()}
+    metrics["grad_norm"] = float(grad_norm)
+    return metrics
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean accuracy over all leading dimensions; logits [..., C], labels [...]."""
     return (logits.argmax(-1) == labels).float().mean()
@@ -54,7 +91,41 @@ def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits.flatten(0, -2), labels.flatten())
 
 
-class MetaLearner(nn.Module):
+class Method(nn.Module):
+    """What the episode loop trains: a module whose meta-iteration is a list of phases.
+
+    A meta-learner is one; a GAN method wraps one (or, for few-shot generation, stands alone).
+    Methods are evaluated by few-shot accuracy (`task_accuracy`), or, when they declare
+    `generates`, by generation metrics on what `adapt_and_sample` draws.
+    """
+
+    generates: ClassVar[bool] = False
+
+    def phases(self) -> list[Phase]:
+        """The updates of one meta-iteration, in order."""
+        raise NotImplementedError
+
+    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Per-task query accuracy [B] after adapting to each support set."""
+        raise NotImplementedError(f"{type(self).__name__} is evaluated by generation metrics")
+
+    def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
+                         rng: torch.Generator) -> torch.Tensor:
+        """Adapt to each set of drawings [T, k, 1, H, W] for `steps`, then draw n: [T, n, ...]."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+
+@runtime_checkable
+class Generating(Protocol):
+    """A method that draws new images of a character from a few of its drawings (the GAN
+    methods); `isinstance(method, Generating)` asks whether a trained method can sample."""
+
+    def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+        """n new drawings [n, 1, H, W] of the character in support [k, 1, H, W]."""
+        ...
+
+
+class MetaLearner(Method):
     """A few-shot learner over a `torch.nn.Module`.
 
     adapt(support) -> per-task state; predict(state, query) -> logits; meta_loss(episode) ->

@@ -37,7 +37,7 @@ class MAML(MetaLearner):
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, ways: int,
               steps: int | None = None) -> Params:
         """Fast weights per task: a dict of [B, ...] tensors."""
-        params = dict(self.model.named_parameters())
+        params: Params = dict(self.model.named_parameters())
         steps = steps or self.cfg.inner_steps
 
         def one_task(x: torch.Tensor, y: torch.Tensor) -> Params:
@@ -47,7 +47,9 @@ class MAML(MetaLearner):
 
     def predict(self, adapted: Params, query_x: torch.Tensor) -> torch.Tensor:
         """Query logits under each task's fast weights."""
-        return vmap(lambda p, x: functional_call(self.model, p, (x,)))(adapted, query_x)
+        logits: torch.Tensor = vmap(lambda p, x: functional_call(self.model, p, (x,)))(
+            adapted, query_x)
+        return logits
 
 
 @register("fomaml")

@@ -35,7 +35,7 @@ class ProtoNet(MetaLearner):
     def predict(self, adapted: Any, query_x: torch.Tensor) -> torch.Tensor:
         """Logits from distances to each task's prototypes."""
         support_x, support_y, ways = adapted
-        params = dict(self.model.named_parameters())
+        params: dict[str, torch.Tensor] = dict(self.model.named_parameters())
         n = support_x.shape[1]
 
         def one_task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from .maml import MAML, Params, sgd_adapt
 
 def reptile_objective(params: Params, adapted: Params) -> torch.Tensor:
     """0.5 * ||theta - mean_b phi_b||^2, whose gradient in theta is the Reptile direction."""
-    return sum(0.5 * (p - adapted[k].mean(0).detach()).pow(2).sum() for k, p in params.items())
+    terms = [0.5 * (p - adapted[k].mean(0).detach()).pow(2).sum() for k, p in params.items()]
+    return torch.stack(terms).sum()
 
 
 @register("reptile")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError
+from .cluster import ClusterError, check_gcs_address
 from .space import (
     GRID,
     SearchSpec,
@@ -24,7 +25,7 @@ from .space import (
     parse_spec,
     tune_space,
 )
-from .storage import Storage, StorageError, check_storage, parse_storage
+from .storage import Storage, StorageError, check_name, check_storage, parse_storage
 from .trainable import EpisodeTrainable
 
 SPEC_FILE = "metagan_space.yaml"
@@ -191,7 +192,18 @@ def read_stored_spec(storage: Storage, name: str) -> SearchSpec:
                 text = f.read().decode()
     except FileNotFoundError:
         raise ConfigError(f"--resume {name}: no experiment {name!r} in {storage.uri}") from None
-    return parse_spec(yaml.safe_load(text))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{storage.uri_of(path)}: damaged (not text)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{storage.uri_of(path)}: damaged (not YAML)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{storage.uri_of(path)}: damaged (not a search space)")
+    try:
+        return parse_spec(data)
+    except ConfigError as e:
+        raise ConfigError(f"{storage.uri_of(path)}: {e}") from None
 
 
 def _init_ray(address: str | None) -> None:
@@ -199,18 +211,34 @@ def _init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    if address and "RAY_AUTH_MODE" not in os.environ:
-        from ..jobs import auth_token
+    # "local": a new Ray on this machine, never a stale cluster Ray remembers in
+    # /tmp/ray/ray_current_cluster; inside a Ray Job, RAY_ADDRESS names the job's cluster.
+    joining = bool(address)
+    address = check_gcs_address(address or os.environ.get("RAY_ADDRESS") or "local")
+    if joining and "RAY_AUTH_MODE" not in os.environ:
+        from .cluster import auth_token
 
         if auth_token():  # joining a cluster: Ray's client sends the token only in token mode
             os.environ["RAY_AUTH_MODE"] = "token"
-    # "local": a new Ray on this machine, never a stale cluster Ray remembers in
-    # /tmp/ray/ray_current_cluster; inside a Ray Job, RAY_ADDRESS names the job's cluster.
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as e:
-        raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({e})") from None
+        raise ClusterError(f"--address {address}: cannot connect to a Ray cluster ({e})") from None
+
+
+def check_resources(spec: SearchSpec) -> None:
+    """Refuse a trial no node of the (known) cluster can ever run, instead of pending forever."""
+    import ray
+
+    want = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in want.items() if v > 0) for node in nodes):
+        return
+    most = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in want}
+    raise ClusterError(f"resources: a trial asks for {spec.resources.cpu:g} CPU and "
+                       f"{spec.resources.gpu:g} GPU, but the largest node of the cluster has "
+                       f"{most['CPU']:g} CPU and {most['GPU']:g} GPU (on an autoscaling cluster, "
+                       "start such a node first)")
 
 
 def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | None = None,
@@ -218,15 +246,16 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     """Run (or, with `resume`, continue) a search; return the best trial."""
     from ray import tune
 
+    name = check_name(name or f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     storage = storage or parse_storage(spec.storage.uri, spec.storage.outage_s)
     # Tune warns on every forced snapshot when checkpoints are frequent; that is by design here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
-    name = name or f"search-{time.strftime('%Y%m%d-%H%M%S')}"
     if not resume and _spec_exists(storage, name):  # never mix a new search into a stored one
         raise ConfigError(f"experiment {name!r} already exists in {storage.uri}: continue it "
                           f"with --resume {name}, or choose another --name")
     _init_ray(address)
+    check_resources(spec)
     trainable = _trainable(spec, name)
     callbacks = [_outage_callback(storage)]
     if resume:

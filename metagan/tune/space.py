@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def _param_to_yaml(p: Param) -> dict[str, Any]:
 def _number(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where}: bounds must be numbers, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: bounds must be finite, got {value!r}")
     return value
 
 
@@ -377,6 +380,17 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"storage.outage_s: must be positive, got {spec.storage.outage_s}")
 
 
+def in_space(p: Param, value: Any) -> bool:
+    """Whether `value` is one the distribution can draw."""
+    if p.kind in ("choice", "grid"):
+        return value in p.args
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if p.kind == "randint":
+        return isinstance(value, int) and p.args[0] <= value < p.args[1]
+    return p.args[0] <= value <= p.args[1]
+
+
 def check_points(spec: SearchSpec) -> list[dict[str, Any]]:
     """The assignments validation builds: every grid point, or every bound and branch."""
     points = grid_points(spec.params) if spec.search.algorithm == "grid" else _corner_points(spec.params)
@@ -443,6 +457,11 @@ def _check_params(spec: SearchSpec) -> None:
         if set(point) != unconditional or len(unconditional) != len(keys):
             raise ConfigError(f"search.points_to_evaluate[{i}]: give a value for every key of a "
                               "space without conditional choices")
+        for key, value in point.items():
+            param = next(p for p in spec.params if p.key == key)
+            if not in_space(param, value):
+                raise ConfigError(f"search.points_to_evaluate[{i}].{key}: {value!r} is outside "
+                                  f"the space {_param_to_yaml(param)}")
         try:
             spec.config_for(point)
         except ConfigError as e:
@@ -495,8 +514,9 @@ def tune_space(params: tuple) -> dict[str, Any]:
     """The space as Ray Tune domains (no conditional choices), for searches without a searcher."""
     from ray import tune
 
-    make = {"uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
-            "randint": tune.randint}
+    make: dict[str, Callable[..., Any]] = {
+        "uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
+        "randint": tune.randint}
     return {p.key: tune.choice(list(p.args)) if p.kind == "choice" else make[p.kind](*p.args)
             for p in params}
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -30,6 +32,36 @@ from ..config import ConfigError
 
 class StorageError(RuntimeError):
     """Storage that cannot be used: unreachable, missing, or not writable."""
+
+
+# An experiment name becomes a directory, a Ray job id and a command-line argument: letters,
+# digits and . _ - only, so it can never leave the storage root or reach a shell as syntax.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# S3 bucket naming rules; a prefix is path segments of the same safe characters.
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._=+-]+")
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    """`name` if it is a safe experiment name, else a ConfigError saying what is allowed."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{what} {name!r}: an experiment name is 1-100 letters, digits, '.', "
+                          "'_' or '-', starting with a letter or digit")
+    return name
+
+
+def check_endpoint(url: str | None) -> str | None:
+    """The S3 endpoint URL if it is http(s)://HOST[:PORT][/...], else a ConfigError."""
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    try:
+        port_ok = parsed.port is None or 0 < parsed.port < 65536
+    except ValueError:
+        port_ok = False
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
+        raise ConfigError(f"AWS_ENDPOINT_URL {url!r}: expected http(s)://HOST[:PORT]")
+    return url
 
 
 # Substrings of pyarrow / AWS SDK errors that mean "the endpoint did not answer" (retry),
@@ -47,8 +79,9 @@ def is_transient(error: BaseException) -> bool:
 
 
 def s3_endpoint() -> str | None:
-    """The S3-compatible endpoint URL from the environment (None: AWS itself)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    """The S3-compatible endpoint URL from the environment (None: AWS itself), checked."""
+    return check_endpoint(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                          or None)
 
 
 def s3_region() -> str:
@@ -76,7 +109,7 @@ class ResilientS3Handler(pafs.FileSystemHandler):
     @property
     def inner(self) -> pafs.S3FileSystem:
         if self._inner is None:
-            kwargs = {}
+            kwargs: dict[str, Any] = {}
             if self.endpoint:
                 url = urlparse(self.endpoint)
                 kwargs.update(endpoint_override=url.netloc or url.path, scheme=url.scheme or "https")
@@ -218,7 +251,8 @@ class Storage:
         return str(Path(self.uri).expanduser().resolve())
 
     def experiment_path(self, name: str) -> str:
-        """Where experiment `name` lives on the filesystem."""
+        """Where experiment `name` lives on the filesystem (a checked name: never outside it)."""
+        check_name(name, "experiment")
         return posixpath.join(self.storage_path, name) if self.is_s3 else str(
             Path(self.storage_path) / name)
 
@@ -236,7 +270,15 @@ def parse_storage(uri: str, outage_s: float = 300.0) -> Storage:
         raise ConfigError(f"storage {uri!r}: expected s3://bucket/prefix or a local path")
     if not url.netloc:
         raise ConfigError(f"storage {uri!r}: no bucket name")
-    return Storage(uri, url.netloc, url.path.strip("/"), outage_s)
+    if not BUCKET.fullmatch(url.netloc) or ".." in url.netloc:
+        raise ConfigError(f"storage {uri!r}: {url.netloc!r} is not a valid bucket name (3-63 "
+                          "lower-case letters, digits, '.' or '-')")
+    prefix = url.path.strip("/")
+    if url.query or url.fragment or any(
+            not PREFIX_SEGMENT.fullmatch(seg) or seg in (".", "..") for seg in prefix.split("/") if prefix):
+        raise ConfigError(f"storage {uri!r}: the prefix may hold only letters, digits and "
+                          "'._=+-' between slashes")
+    return Storage(uri, url.netloc, prefix, outage_s)
 
 
 def s3_client(timeout_s: float = 5.0):
@@ -285,9 +327,9 @@ def check_storage(storage: Storage) -> None:
         path = Path(storage.storage_path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".metagan-probe-{uuid.uuid4().hex}"
-            probe.write_text("ok")
-            probe.unlink()
+            probe_file = path / f".metagan-probe-{uuid.uuid4().hex}"
+            probe_file.write_text("ok")
+            probe_file.unlink()
         except OSError as e:
             raise StorageError(f"storage {storage.uri}: not writable ({e.strerror})") from None
         return

@@ -68,7 +68,10 @@ def worst_value(mode: str) -> float:
 class EpisodeTrainable(tune.Trainable):
     """One trial: the sampled config's episode loop, stepped by Tune."""
 
-    def setup(self, config: dict[str, Any], spec: SearchSpec, experiment: str = "") -> None:
+    # Tune hands tune.with_parameters values to setup as keyword arguments (its documented
+    # pattern), which a signature narrower than Trainable.setup cannot express.
+    def setup(self, config: dict[str, Any], spec: SearchSpec,  # type: ignore[override]
+              experiment: str = "") -> None:
         tune_allocator()
         self.spec = spec
         self.experiment = experiment
@@ -145,8 +148,8 @@ class EpisodeTrainable(tune.Trainable):
         checkpoint a snapshot names before the next snapshot: a driver killed in between would
         otherwise leave the trial unrecoverable on --resume.
         """
-        if isinstance(checkpoint_path, _TrainingResult):
-            ckpt = checkpoint_path.checkpoint
+        ckpt = checkpoint_path.checkpoint if isinstance(checkpoint_path, _TrainingResult) else None
+        if ckpt is not None and ckpt.filesystem is not None:
             fs = ckpt.filesystem
             if fs.get_file_info(ckpt.path).type == pafs.FileType.NotFound:
                 newer = newest_stored_checkpoint(fs, ckpt.path)
@@ -161,7 +164,8 @@ class EpisodeTrainable(tune.Trainable):
                                  "time_total_s": float(stored.get("loop_s", 0.0))})
         super().restore(checkpoint_path)
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
+    # A class Trainable that saves into the directory it is given is restored from a path.
+    def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
         """Continue exactly where the checkpoint stopped (tensors only: weights_only=True)."""
         d = Path(checkpoint_dir)
         state = torch.load(d / STATE_FILE, map_location=self.loop.device, weights_only=True)
