@@ -18,6 +18,8 @@ from pathlib import Path
 from .config import ConfigError
 from .data import DataError
 
+# Packages of the optional extras (pyproject.toml), for the message when one is missing.
+EXTRA_OF = {"ray": "search", "hyperopt": "search", "matplotlib": "report"}
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
@@ -86,7 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ways: a task needs at least 2 classes, got {args.ways}")
     loop = load_loop(args.checkpoint)
     cfg = loop.cfg
-    generates = getattr(loop.method, "generates", False)
+    generates = loop.method.generates
     if generates and (args.ways is not None or args.shots is not None):
         raise ConfigError(f"--ways/--shots: {cfg.method} is scored on generation "
                           f"(gan.eval_shots={cfg.gan.eval_shots} drawings per character)")
@@ -121,7 +123,7 @@ def _sample(args: argparse.Namespace) -> int:
     check_output_file(Path(args.out), "--out", ".png")  # before any sampling work
     loop = load_loop(args.checkpoint)
     cfg = loop.cfg
-    if not hasattr(loop.method, "generate_for"):
+    if not loop.method.samples:
         raise ConfigError(f"{args.checkpoint}: method {cfg.method!r} has no generator to sample from")
     support = None
     if args.character:
@@ -156,9 +158,9 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from .storage import check_name, parse_storage
     from .tune.search import SearchResult, dry_run, read_stored_spec, run_search
     from .tune.space import load_spec
-    from .tune.storage import check_name, parse_storage
 
     if args.name is not None:
         check_name(args.name)
@@ -353,12 +355,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()
     try:
         return args.func(args)
+    except ImportError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in EXTRA_OF:
+            raise
+        extra = "cluster" if args.command in ("submit", "status", "logs", "stop") else EXTRA_OF[missing]
+        print(f"error: metagan {args.command} needs {missing}, which is not installed: "
+              f"pip install 'metagan[{extra}]'", file=sys.stderr)
+        return EXIT_USAGE
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:
+        from .storage import StorageError
         from .tune.cluster import ClusterError
-        from .tune.storage import StorageError
 
         if isinstance(e, ClusterError):
             print(f"error: {e}", file=sys.stderr)

@@ -130,13 +130,30 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 
+# The shipped methods (the registry in metagan.meta.base; tests/test_layering.py checks the two
+# agree): meta: a plain meta-learner; dagan: GAN-augmented support sets; fewshot_gan: a
+# meta-learned GAN for few-shot generation; metagan: the classifier is the discriminator (N + fake).
+MethodName = Literal["meta", "dagan", "fewshot_gan", "metagan"]
+# Every method a config may name: the shipped ones and any registered since (config sits below
+# the registry, so the registry's decorator tells it through register_method_name).
+_METHOD_NAMES: dict[str, None] = dict.fromkeys(typing.get_args(MethodName))
+
+
+def register_method_name(name: str) -> None:
+    """Let configs name `name` as their method (called by the method registry's decorator)."""
+    _METHOD_NAMES[name] = None
+
+
+def method_names() -> tuple[str, ...]:
+    """The method names a config may give, shipped ones first."""
+    return tuple(_METHOD_NAMES)
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole run: what `metagan train` reads and writes back as config.yaml."""
 
-    # meta: a plain meta-learner; dagan: GAN-augmented support sets; fewshot_gan: a meta-learned
-    # GAN for few-shot generation; metagan: the classifier is the discriminator (N + fake).
-    method: Literal["meta", "dagan", "fewshot_gan", "metagan"] = "meta"
+    method: str = "meta"  # one of method_names()
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -338,6 +355,9 @@ def _check_torchscript(path: Path) -> None:
 
 def validate(cfg: Config) -> None:
     """Every check that needs no data: values in range and paths that must exist."""
+    if cfg.method not in _METHOD_NAMES:
+        raise ConfigError(f"method: expected one of {' | '.join(map(repr, _METHOD_NAMES))}, "
+                          f"got {cfg.method!r}")
     d = cfg.data
     _positive("data.image_size", d.image_size)
     if d.image_size < 8:
@@ -383,6 +403,9 @@ def validate(cfg: Config) -> None:
                  "eval_shots", "embedding_iterations"):
         _positive(f"gan.{name}", getattr(g, name))
     _non_negative("gan.gp_weight", g.gp_weight)
+    if g.loss != "wasserstein" and g.gp_weight != GanConfig.gp_weight:
+        raise ConfigError(f"gan.gp_weight: the gradient penalty is only read with gan.loss "
+                          f"wasserstein, not {g.loss!r}")
     _non_negative("gan.pretrain_steps", g.pretrain_steps)
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
     if g.feature_model is not None:

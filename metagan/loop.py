@@ -15,10 +15,10 @@ from torch import nn
 from .config import Config, ConfigError
 from .data import Splits, load_splits
 from .data.episodes import TaskSampler
-from .gan import build_method, extra_classes
-from .meta import REGISTRY, MetaLearner, Method
+from .meta import MetaLearner, Method
 from .meta.base import Diverged as Diverged  # raised by a phase update; callers catch it from here
 from .meta.base import make_optimizer, update_phase
+from .methods import check_reads, learner_of, method_of
 from .models import Conv4
 
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -51,10 +51,10 @@ def check_task_fits(cfg: Config, splits: Splits) -> None:
 
 
 def build_model(cfg: Config, learner_cls: type[MetaLearner]) -> Conv4:
-    """The conv4 backbone, its head sized for the learner."""
+    """The conv4 backbone, its head sized for the learner (and the method's extra classes)."""
     head = learner_cls.head_size(cfg.task.ways)
     if head is not None:
-        head += extra_classes(cfg)
+        head += method_of(cfg).extra_classes
     return Conv4(1, cfg.model.hidden, cfg.model.depth, cfg.data.image_size, head,
                  cfg.model.downsample)
 
@@ -70,18 +70,26 @@ class EpisodeLoop:
     """Meta-training of one configuration: `step()`, `evaluate()`, `state_dict()`."""
 
     def __init__(self, cfg: Config, splits: Splits | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, *, restoring: bool = False) -> None:
+        """`restoring`: the loop only restores a trained checkpoint (to evaluate or sample), so
+        keys its config set that the method does not read, ignored when it trained, are not
+        refused again; every other loop refuses them (methods.check_reads)."""
+        if not restoring:
+            check_reads(cfg)
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(
             cfg.train.device)
         self.splits = splits if splits is not None else load_splits(cfg.data)
         check_task_fits(cfg, self.splits)
-        learner_cls = REGISTRY[cfg.meta.algorithm]
-        # Initialise from the run's seed without touching torch's global RNG.
+        method_cls, learner_cls = method_of(cfg), learner_of(cfg)
+        # Initialise from the run's seed without touching torch's global RNG: the learner (when
+        # the method needs one), then the method's own weights.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
-            self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
-            self.method: Method = build_method(cfg, self.learner).to(self.device)
+            self.learner: MetaLearner | None = None
+            if learner_cls is not None:
+                self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
+            self.method: Method = method_cls.build(cfg, self.learner).to(self.device)
         self.phases = self.method.phases()
         self.optimizers = {p.name: make_optimizer(p, cfg.optim) for p in self.phases}
         t = cfg.task
@@ -124,7 +132,7 @@ class EpisodeLoop:
         The tasks depend only on the run's seed and the split, so every evaluation of a run
         sees the same tasks and the training task sequence is left untouched.
         """
-        if self.method.generates:
+        if self.method.generates:  # declared: evaluated by generation metrics
             return self._evaluate_generation(split, characters=min(episodes, 20))
         t = self.cfg.task
         ways = ways or t.eval_ways or t.ways

@@ -3,50 +3,43 @@
 from __future__ import annotations
 
 import io
-import posixpath
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
-
-from .api import _dirs, _experiment, _fs_path, _open, _read_text, best_result
-from .config import ConfigError
-from .records import parse_records
+from .results import SAMPLES_FILE, BestResult, Experiment, StoredCheckpoint
 from .tune.space import flatten_sample
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def trial_histories(experiment: str, storage: str) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """The stored space and, per trial directory, its reported results in order."""
-    store = _open(storage)
-    fs, path, spec = _experiment(store, experiment)
-    out = {}
-    for trial in _dirs(fs, path):
-        try:
-            text = _read_text(fs, posixpath.join(path, trial, "result.json"))
-        except FileNotFoundError:
-            continue
-        try:
-            out[trial] = parse_records(text, store.uri_of(posixpath.join(path, trial, "result.json")))
-        except ConfigError as e:  # one damaged trial does not hide the others
-            print(f"warning: {e}; trial left out of the report", file=sys.stderr)
-    return spec, out
+    found = Experiment.open(storage, experiment, on_damaged=_warn)
+    return found.space, found.histories()
 
 
-def table(spec: dict[str, Any], histories: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    """One row per trial, best first."""
-    metric, mode = spec["search"]["metric"], spec["search"]["mode"]
+def table(histories: dict[str, list[dict]], ranking: list[StoredCheckpoint],
+          metric: str) -> list[dict[str, Any]]:
+    """One row per trial that reported `metric`, in the results store's order: by its best
+    stored checkpoint (`ranking`, best first; `best` is that checkpoint's value), then the
+    trials with no stored checkpoint holding it (`best` NaN)."""
+    place = {c.trial: i for i, c in enumerate(ranking)}
     rows = []
     for name, records in histories.items():
-        values = [r[metric] for r in records if isinstance(r.get(metric), (int, float))]
-        if not values:
+        if not any(isinstance(r.get(metric), (int, float)) for r in records):
             continue
         last = records[-1]
-        best = max(values) if mode == "max" else min(values)
-        rows.append({"trial": last.get("trial_id", name), "best": best,
+        stored = ranking[place[name]] if name in place else None
+        rows.append({"trial": last.get("trial_id", name),
+                     "best": stored.value(metric) if stored else math.nan,
                      "iteration": last.get("iteration"), "diverged": bool(last.get("diverged")),
-                     "params": flatten_sample(last.get("config", {})), "dir": name})
-    rows.sort(key=lambda r: r["best"], reverse=(mode == "max"))
+                     "params": flatten_sample(last.get("config", {})), "dir": name,
+                     "checkpoint": stored.uri if stored else None})
+    rows.sort(key=lambda r: place.get(r["dir"], len(place)))
     return rows
 
 
@@ -57,25 +50,23 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spec, histories = trial_histories(experiment, storage)
-    rows = table(spec, histories)
-    metric = spec["search"]["metric"]
+    found = Experiment.open(storage, experiment, on_damaged=_warn)
+    spec, histories = found.space, found.histories()
+    metric = found.metric
+    ranking = found.ranking()
+    rows = table(histories, ranking, metric)
+    best: BestResult | None = found.best() if ranking else None
     grid = None
-    if rows:
-        store = _open(storage)
-        fs = store.filesystem
-        if fs is None:  # a local path
-            fs = pafs.LocalFileSystem()
-        best = best_result(experiment, storage)
+    if best is not None:
         try:
-            with fs.open_input_stream(_fs_path(store, best.checkpoint) + "/samples.png") as f:
-                grid = plt.imread(io.BytesIO(f.read()), format="png")
+            png = found.read_checkpoint_file(best.checkpoint, SAMPLES_FILE)
+            grid = plt.imread(io.BytesIO(png), format="png")
         except FileNotFoundError:
-            grid = None
+            grid = None  # not a generating method
     fig, axes = plt.subplots(1, 2 if grid is not None else 1, figsize=(13 if grid is not None else 8, 5),
                              squeeze=False)
     ax = axes[0][0]
-    top = rows[0]["dir"] if rows else None
+    top = best.trial if best is not None else None
     palette = [f"C{i}" for i in range(10) if i != 3]  # red is the best trial's
     for i, (name, records) in enumerate(histories.items()):
         pts = [(r["iteration"], r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
@@ -85,12 +76,15 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
         style = {"lw": 2.5, "color": "C3", "zorder": 3, "label": f"best: {records[-1].get('trial_id')}"} \
             if name == top else {"lw": 1, "alpha": 0.7, "color": palette[i % len(palette)]}
         ax.plot(x, y, marker="o", ms=3, **style)
+    if best is not None and top in histories:  # the stored checkpoint `best()` names
+        ax.plot([best.iteration], [best.value], marker="*", ms=14, color="C3", zorder=4, ls="none",
+                label=f"best stored checkpoint: {metric} = {best.value:.4f}")
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(metric)
     ax.set_title(f"{experiment}: {len(histories)} trials ({spec['search']['algorithm']}, "
                  f"{spec['scheduler']['name']})")
     ax.grid(alpha=0.3)
-    if top:
+    if top in histories:
         ax.legend()
     if grid is not None:
         axes[0][1].imshow(grid, cmap="gray")

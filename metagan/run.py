@@ -144,7 +144,7 @@ def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
     if latest(path / LAST) is not None:
         path = path / LAST
     cfg, state, _ = load_checkpoint(path, map_location=device or "cpu")
-    loop = EpisodeLoop(cfg, device=device)
+    loop = EpisodeLoop(cfg, device=device, restoring=True)
     restore(loop, state, path)
     return loop
 

@@ -194,7 +194,7 @@ def test_cluster_and_api_errors(tmp_path: Path, cluster: dict) -> None:
     code = """
 from metagan import api
 from metagan.config import ConfigError
-from metagan.tune.storage import StorageError
+from metagan.storage import StorageError
 for call in (lambda: api.best_result("nope", "s3://metagan/searches"),
              lambda: api.load_best_model("nope", "s3://metagan/searches"),
              lambda: api.list_experiments("s3://metagan/searches")):

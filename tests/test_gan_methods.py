@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from metagan.config import Config, ConfigError, build_config
 from metagan.gan.evaluation import character_sets, generation_metrics, metric_embedding
 from metagan.gan.fewshot import class_sets
 from metagan.gan.grid import save_grid
@@ -22,8 +23,20 @@ FEWSHOT = {"method": "fewshot_gan", "task.ways": 2, "task.shots": 2, "task.queri
 METAGAN = {"method": "metagan", "gan.width": 8, "gan.z_dim": 8}
 
 
+def fewshot_data(**extra: object) -> dict:
+    """FEWSHOT on conftest's tiny config, less the conv4 settings that fewshot_gan (which
+    builds no meta-learner) does not read."""
+    data = tiny_data("protonet", **FEWSHOT, **extra)
+    del data["model"]
+    return data
+
+
+def fewshot_config(**extra: object) -> Config:
+    return build_config(fewshot_data(**extra))
+
+
 def test_class_sets_groups_drawings_by_class() -> None:
-    loop = EpisodeLoop(tiny_config("protonet", **FEWSHOT))
+    loop = EpisodeLoop(fewshot_config())
     ep = loop.sampler.sample(2)
     sets = class_sets(ep)
     assert sets.shape == (4, 4, 1, 28, 28)
@@ -35,7 +48,7 @@ def test_class_sets_groups_drawings_by_class() -> None:
 
 @pytest.mark.parametrize("meta_algorithm", ["reptile", "fomaml"])
 def test_fewshot_gan_batched_adaptation_equals_per_task(meta_algorithm: str) -> None:
-    loop = EpisodeLoop(tiny_config("protonet", **FEWSHOT, **{"gan.meta_algorithm": meta_algorithm}))
+    loop = EpisodeLoop(fewshot_config(**{"gan.meta_algorithm": meta_algorithm}))
     gan = loop.method
     images = torch.rand(3, 4, 1, 28, 28)
     rng = torch.Generator().manual_seed(0)
@@ -71,7 +84,7 @@ def test_metagan_trains_and_reports_accuracy_on_real_classes() -> None:
 
 @pytest.mark.slow
 def test_generation_metrics_real_vs_noise() -> None:
-    cfg = tiny_config("protonet", **FEWSHOT)
+    cfg = fewshot_config()
     loop = EpisodeLoop(cfg)
     embed = metric_embedding(cfg, loop.splits, torch.device("cpu"))
     # The embedding is a per-image function once its batch norm is frozen.
@@ -100,7 +113,8 @@ def test_save_grid(tmp_path: Path) -> None:
                          ids=["fewshot_gan", "metagan", "dagan"])
 def test_cli_train_and_sample(extra: dict, tmp_path: Path) -> None:
     algorithm = "fomaml" if extra["method"] == "metagan" else "protonet"
-    cfg = write_yaml(tmp_path / "c.yaml", tiny_data(algorithm, **extra))
+    data = fewshot_data() if extra is FEWSHOT else tiny_data(algorithm, **extra)
+    cfg = write_yaml(tmp_path / "c.yaml", data)
     out = tmp_path / "run"
     r = run_cli("train", str(cfg), "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
@@ -111,8 +125,6 @@ def test_cli_train_and_sample(extra: dict, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_metagan_needs_a_head_based_learner() -> None:
-    from metagan.config import ConfigError, build_config
-
     with pytest.raises(ConfigError, match="meta.algorithm: metagan needs"):
         build_config(tiny_data("protonet", **METAGAN))
 
@@ -131,15 +143,38 @@ def test_user_feature_model_replaces_the_embedding(tmp_path: Path) -> None:
 
     path = tmp_path / "features.pt"
     torch.jit.script(Features()).save(str(path))
-    cfg = tiny_config("protonet", **FEWSHOT, **{"gan.feature_model": str(path)})
+    cfg = fewshot_config(**{"gan.feature_model": str(path)})
     loop = EpisodeLoop(cfg)
     embed = metric_embedding(cfg, loop.splits, torch.device("cpu"))
     assert embed(torch.rand(4, 1, 28, 28)).shape == (4, 3)
     _, real = character_sets(loop.splits.test, 4, 5, np.random.default_rng(0))
     m = generation_metrics(embed, real[:, :7], real[:, 7:])
     assert np.isfinite(m["frechet_distance"])
-    missing = tiny_data("protonet", **FEWSHOT, **{"gan.feature_model": str(tmp_path / "no.pt")})
-    from metagan.config import ConfigError, build_config
-
+    missing = fewshot_data(**{"gan.feature_model": str(tmp_path / "no.pt")})
     with pytest.raises(ConfigError, match="gan.feature_model: .* does not exist"):
         build_config(missing)
+
+
+@pytest.mark.parametrize("method", ["dagan", "metagan", "fewshot_gan"])
+def test_gan_methods_build_for_the_configured_image_size(method: str) -> None:
+    from .test_contract import learner_for, tiny_run
+
+    loop = EpisodeLoop(build_config(tiny_run(method, learner_for(method),
+                                             **{"data.image_size": 32})))
+    m = loop.step()
+    assert all(np.isfinite(v) for v in m.values())
+    sets = loop.sampler.sample(1).support_x  # [1, k, 1, 32, 32]
+    drawn = loop.method.adapt_and_sample(sets, 2, 1, torch.Generator().manual_seed(0))
+    assert drawn.shape == (1, 2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("size", [8, 9, 30, 32])
+def test_gan_networks_compute_their_sizes(size: int) -> None:
+    from metagan.gan.nets import Discriminator, Generator, SetEncoder
+
+    images = Generator(z_dim=4, cond_dim=3, width=4, image_size=size)(torch.randn(5, 4),
+                                                                       torch.randn(5, 3))
+    assert images.shape == (5, 1, size, size)
+    assert Discriminator(width=4, image_size=size)(images).shape == (5,)
+    assert SetEncoder(dim=6, width=4, image_size=size)(images.view(1, 5, 1, size, size)).shape \
+        == (1, 6)

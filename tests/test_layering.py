@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import metagan
-from metagan.config import HEAD_ALGORITHMS, MetaConfig
+from metagan.config import HEAD_ALGORITHMS, MetaConfig, MethodName, method_names
 from metagan.meta import REGISTRY
+from metagan.methods import METHODS
 
 PACKAGE_DIR = Path(metagan.__file__).resolve().parent
 
@@ -167,3 +168,11 @@ def test_config_copies_of_registry_facts_agree(ways: int) -> None:
     assert set(algorithms) == set(REGISTRY)
     with_head = {name for name, cls in REGISTRY.items() if cls.head_size(ways) is not None}
     assert with_head == set(HEAD_ALGORITHMS)
+
+
+def test_config_names_the_shipped_methods() -> None:
+    # config.py sits below the method registry: it names the shipped methods itself, and the
+    # registry's decorator tells it of any other (a test's, a user's) so configs accept it.
+    shipped = {name for name, cls in METHODS.items() if cls.__module__.startswith("metagan.")}
+    assert set(typing.get_args(MethodName)) == shipped
+    assert set(method_names()) == set(METHODS)

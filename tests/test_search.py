@@ -140,6 +140,63 @@ def test_s3_search_hyperopt_asha(tmp_path: Path, s3: dict, ray_cluster: str) -> 
     assert len(rows) == 3, report.stdout  # the other three trials
 
 
+def stored_metrics(s3: dict, experiment: str) -> dict[str, dict[str, Any]]:
+    """Every stored checkpoint directory's metrics.json (read with boto3, not the store)."""
+    return {key.rsplit("/", 1)[0]: json.loads(read(s3, key)) for key in keys(s3, experiment + "/")
+            if re.search(r"/checkpoint_\d+/metrics\.json$", key)}
+
+
+def test_summary_api_and_report_agree_when_checkpoints_are_sparser_than_reports(
+        tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    """Reports every 10 meta-iterations, checkpoints every 20: a best report may have no
+    checkpoint. The printed best, the API and `metagan report` name the same stored checkpoint."""
+    space = write_space(tmp_path / "space.yaml", iterations=60, samples=2, scheduler="none",
+                        keep=10, checkpoint={"every": 20})
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, "agree", ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    experiment = "agree-root/agree"
+    found = trials(s3, experiment)
+    assert len(found) == 2
+    stored = stored_metrics(s3, experiment)
+    assert {m["iteration"] for m in stored.values()} == {20, 40, 60}  # half the reports
+    assert all(len(t["results"]) == 6 for t in found.values())
+    m = re.search(r"best trial (\w+): val_accuracy = ([0-9.]+)", r.stdout)
+    assert m, r.stdout
+    printed_trial, printed = m.group(1), float(m.group(2))
+    result = json.loads(out.read_text())
+    ckpt = result["best_checkpoint"]
+    assert result["best_trial"] == printed_trial
+    assert result["best_value"] == pytest.approx(printed, abs=5e-5)
+    # That checkpoint holds the printed value, and no stored checkpoint holds a better one.
+    held = stored[ckpt[len("s3://metagan/"):]]
+    assert held["val_accuracy"] == result["best_value"] == max(s["val_accuracy"] for s in stored.values())
+    best_report = max(rec["val_accuracy"] for t in found.values() for rec in t["results"])
+    assert result["best_reported"] == best_report >= result["best_value"]
+    assert ("best reported:" in r.stdout) == (best_report > result["best_value"]), r.stdout
+    # The checkpoint is in the printed trial's directory.
+    (trial_dir,) = [n for n, t in found.items() if t["results"][0]["trial_id"] == printed_trial]
+    assert ckpt.startswith(f"s3://metagan/{experiment}/{trial_dir}/checkpoint_")
+    # The API (no Ray) names the same trial and checkpoint.
+    from metagan import api
+    from metagan.report import write_report
+
+    best = api.best_result("agree", "s3://metagan/agree-root")
+    assert (best.trial_id, best.trial, best.checkpoint, best.value) == (
+        printed_trial, trial_dir, ckpt, result["best_value"])
+    # metagan report: its top row is that trial, with that checkpoint's value.
+    report = subprocess.run([sys.executable, "-m", "metagan.cli", "report", "agree", "--storage",
+                             "s3://metagan/agree-root", "--out", str(tmp_path / "report.png")],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert report.returncode == 0, report.stderr[-2000:]
+    top = report.stdout.splitlines()[1].split()
+    assert top[0] == printed_trial and float(top[1]) == pytest.approx(printed, abs=5e-5), report.stdout
+    _, rows = write_report("agree", "s3://metagan/agree-root", tmp_path / "again.png")
+    assert (rows[0]["trial"], rows[0]["checkpoint"], rows[0]["best"]) == (
+        printed_trial, ckpt, result["best_value"])
+
+
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
     space = write_space(tmp_path / "space.yaml")
     from .services import free_port
@@ -382,7 +439,12 @@ def test_other_search_algorithms_and_schedulers(tmp_path: Path, s3: dict, ray_cl
     if algorithm == "grid":
         assert sorted({t["params"]["optim.lr"] for t in trials_run}) == [0.001, 0.01]
     assert all(t["error"] is None for t in trials_run)
-    assert result["best_value"] == max(t["best"] for t in trials_run)
+    # The best is the best stored checkpoint (PBT keeps each trial's newest `keep`, so a better
+    # report's checkpoint may be gone): never above the best report, and held by its metrics.json.
+    stored = stored_metrics(s3, f"{name}-root/{name}")
+    assert result["best_value"] == max(m["val_accuracy"] for m in stored.values())
+    assert result["best_value"] <= max(t["best"] for t in trials_run)
+    assert stored[result["best_checkpoint"][len("s3://metagan/"):]]["val_accuracy"] == result["best_value"]
 
 
 def test_a_trial_no_node_can_run_is_refused_not_left_pending(tmp_path: Path, s3: dict,

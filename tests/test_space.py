@@ -94,9 +94,33 @@ def test_space_errors_name_the_problem(changes: dict, message: str) -> None:
 
 def test_metric_must_exist_for_every_branch() -> None:
     """A conditional branch whose method does not report the metric is an error."""
-    data = space(**{"space/method": {"choice": {"meta": {}, "fewshot_gan": {"gan.z_dim": {"choice": [16]}}}}})
+    # No conv4 settings: fewshot_gan, which builds no meta-learner, would refuse them.
+    data = space(**{"base/model": None, "space/model.hidden": None,
+                    "space/method": {"choice": {"meta": {}, "fewshot_gan": {"gan.z_dim": {"choice": [16]}}}}})
     with pytest.raises(ConfigError, match="not reported for method 'fewshot_gan'"):
         parse_spec(data)
+
+
+@pytest.mark.parametrize("changes, parts", [
+    # A searched key the method does not read, whatever its values.
+    ({"space/gan.z_dim": {"choice": [32, 64]}},
+     ["gan.z_dim: not read by method 'meta' with meta.algorithm 'protonet'"]),
+    # ... checked in each conditional branch: protonet has no inner loop.
+    ({"space/meta.algorithm": {"choice": {"maml": {"meta.inner_lr": {"loguniform": [0.1, 1.0]}},
+                                          "protonet": {"meta.inner_lr": {"loguniform": [0.1, 1.0]}}}}},
+     ["meta.algorithm='protonet'", "meta.inner_lr: not read by method 'meta' with meta.algorithm "
+      "'protonet' (it reads meta.algorithm)"]),
+    # A fixed key (set:) the method does not read.
+    ({"set": {"gan.ema": 0.5}}, ["gan.ema: not read by method 'meta'"]),
+    # The base's keys, in a branch whose method does not read them.
+    ({"space/method": {"choice": {"meta": {}, "fewshot_gan": {}}}},
+     ["method='fewshot_gan'", "model.hidden: not read by method 'fewshot_gan'"]),
+])
+def test_a_key_the_method_does_not_read_is_refused(changes: dict, parts: list[str]) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_spec(space(**changes))
+    assert all(part in str(e.value) for part in parts), str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_conditional_space_samples_only_its_branch_keys() -> None:

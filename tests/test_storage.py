@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from metagan.config import ConfigError
-from metagan.tune.storage import (
+from metagan.storage import (
     ResilientS3Handler,
     StorageError,
     check_readable,

@@ -15,9 +15,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..meta.base import MetaLearner, Method, Phase, PhaseOutput
+from ..meta.base import MetaLearner, Method, Phase, PhaseOutput, register_method, required_learner
 from .losses import LOSSES, gradient_penalty
-from .nets import Discriminator, Generator, SeededNoise, SetEncoder
+from .nets import Discriminator, Generator, SeededNoise, SetEncoder, per_set
 
 NOISE_SEED_OFFSET = 7_919
 
@@ -33,10 +33,11 @@ def first_of_each_class(x: torch.Tensor, y: torch.Tensor, ways: int) -> torch.Te
 class PairGenerator(nn.Module):
     """G(x, z): an image [n, 1, H, W] and noise [n, z_dim] -> another drawing of its class."""
 
-    def __init__(self, z_dim: int, width: int) -> None:
+    def __init__(self, z_dim: int, width: int, image_size: int = 28) -> None:
         super().__init__()
-        self.encoder = SetEncoder(dim=4 * width, width=width)
-        self.decoder = Generator(z_dim=z_dim, cond_dim=4 * width, width=width)
+        self.encoder = SetEncoder(dim=4 * width, width=width, image_size=image_size)
+        self.decoder = Generator(z_dim=z_dim, cond_dim=4 * width, width=width,
+                                 image_size=image_size)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """One new image per (x, z) row."""
@@ -44,22 +45,34 @@ class PairGenerator(nn.Module):
         return images
 
 
+@register_method("dagan")
 class DaganAugmented(SeededNoise, Method):
     """A meta-learner whose support sets are augmented by a DAGAN generator."""
+
+    samples = True
+    reads = frozenset({f"gan.{k}" for k in (
+        "loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr", "beta1",
+        "beta2", "augment", "pretrain_steps", "schedule", "augment_at_test")})
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
         g = cfg.gan
         self.cfg, self.learner = cfg, learner
-        self.generator = PairGenerator(g.z_dim, g.width)
+        self.generator = PairGenerator(g.z_dim, g.width, cfg.data.image_size)
         self.discriminator = Discriminator(width=g.width, image_channels=2,
-                                           spectral=g.spectral_norm)
+                                           spectral=g.spectral_norm,
+                                           image_size=cfg.data.image_size)
         # Samples for augmentation come from the EMA of G's weights when enabled.
         # get_ema_multi_avg_fn is unannotated in torch; it returns the EMA update function.
         self.ema = (AveragedModel(self.generator,
                                   multi_avg_fn=get_ema_multi_avg_fn(g.ema),  # type: ignore[no-untyped-call]
                                   use_buffers=True) if g.ema > 0 else None)
         self.d_loss, self.g_loss = LOSSES[g.loss]
+
+    @classmethod
+    def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:
+        """The learner, then G and D drawn from the seeded RNG."""
+        return cls(cfg, required_learner(learner, cfg))
 
     # -- sampling ---------------------------------------------------------------------------
     def _z(self, n: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -146,3 +159,7 @@ class DaganAugmented(SeededNoise, Method):
         images: torch.Tensor = g(source, self._z(n, rng, support.device))
         return images
 
+    def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
+                         rng: torch.Generator) -> torch.Tensor:
+        """generate_for each set [T, k, 1, H, W] (G does not adapt: `steps` is unused)."""
+        return per_set(self.generate_for, support, n, rng)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, vmap
 
-from ..config import Config
+from ..config import Config, ModelConfig
 from ..data.episodes import Episode
-from ..meta.base import Method, Phase, PhaseOutput
+from ..meta.base import MetaLearner, Method, Phase, PhaseOutput, register_method
 from ..meta.reptile import reptile_objective
+from ..models import Conv4
 from .losses import LOSSES
 from .nets import Discriminator, Generator, SeededNoise
 
@@ -33,16 +34,40 @@ def class_sets(episode: Episode) -> torch.Tensor:
     return torch.cat(per_class, dim=2).flatten(0, 1)
 
 
+@register_method("fewshot_gan")
 class FewShotGan(SeededNoise, Method):
     """Meta-learned (G, D) pair: `adapt(images, steps)` then `sample(n)` for a new character."""
 
+    needs_learner = False
+    classifies = False
+    samples = True
+    generates = True  # evaluated by generation metrics
+    # Its one phase has betas but no lr (so the run's optim.lr); gp_weight is read to refuse a
+    # penalty its inner loop does not have (config.validate).
+    reads = frozenset({f"gan.{k}" for k in (
+        "loss", "gp_weight", "z_dim", "width", "beta1", "beta2", "meta_algorithm", "inner_steps",
+        "inner_lr", "eval_adapt_steps")})
+
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
-        g = cfg.gan
+        g, size = cfg.gan, cfg.data.image_size
         self.cfg = cfg
-        self.generator = Generator(z_dim=g.z_dim, width=g.width)
-        self.discriminator = Discriminator(width=g.width)
+        self.generator = Generator(z_dim=g.z_dim, width=g.width, image_size=size)
+        self.discriminator = Discriminator(width=g.width, image_size=size)
         self.d_loss, self.g_loss = LOSSES[g.loss]
+
+    @classmethod
+    def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:
+        """G and D from the seeded RNG, after the draws of a meta-learner it does not use.
+
+        Before methods declared whether they need a learner, the loop built the default conv4
+        ProtoNet for this method too and never used it; drawing (and dropping) the same initial
+        weights first keeps every seed's G and D bit-identical to those runs, and to the
+        figures in BENCHMARKS.md.
+        """
+        m = ModelConfig()
+        Conv4(1, m.hidden, m.depth, cfg.data.image_size, None, m.downsample)
+        return cls(cfg)
 
     # -- the inner loop: a pure function of weights, images and noise -----------------------------
     def _adapt_one(self, g_params: Params, d_params: Params, images: torch.Tensor,
@@ -128,8 +153,6 @@ class FewShotGan(SeededNoise, Method):
         """One meta-update of G and D together."""
         g = self.cfg.gan
         return [Phase("meta", list(self.parameters()), self._meta_phase, betas=(g.beta1, g.beta2))]
-
-    generates = True  # the loop evaluates this method by generation metrics
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:

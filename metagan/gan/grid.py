@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data import Splits
 from ..data.folder import EXTENSIONS
-from ..meta.base import Generating, Method
+from ..meta.base import Method
 
 
 class TrainedRun(Protocol):
@@ -66,14 +66,14 @@ def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples:
     """Grid of a generating loop's samples for `support` (default: an unseen character of `split`)."""
     from .evaluation import character_sets
 
-    method = loop.method
-    if not isinstance(method, Generating):
-        raise TypeError(f"{type(method).__name__} has no generator to sample from")
-    cfg = loop.cfg
+    method, cfg = loop.method, loop.cfg
+    if not method.samples:
+        raise ConfigError(f"method {cfg.method!r} has no generator to sample from")
     if support is None:
         sets, _ = character_sets(loop.splits.get(split), 1, cfg.gan.eval_shots,
                                  np.random.default_rng(seed))
         support = sets[0]
     rng = torch.Generator().manual_seed(seed)
-    fake = method.generate_for(support.to(loop.device), samples, rng)
+    fake = method.adapt_and_sample(support.unsqueeze(0).to(loop.device), samples,
+                                   cfg.gan.eval_adapt_steps, rng)[0]
     return save_grid(support, fake.cpu(), path)

@@ -17,21 +17,41 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..data.episodes import Episode
-from ..meta.base import MetaLearner, Method, Phase, PhaseOutput, accuracy
-from .nets import Generator, SeededNoise, SetEncoder
+from ..meta.base import (
+    MetaLearner,
+    Method,
+    Phase,
+    PhaseOutput,
+    accuracy,
+    register_method,
+    required_learner,
+)
+from .nets import Generator, SeededNoise, SetEncoder, per_set
 
 NOISE_SEED_OFFSET = 130_003
 
 
+@register_method("metagan")
 class MetaGan(SeededNoise, Method):
     """A meta-learner with a (ways + 1)-class head and a task-conditioned generator."""
 
+    samples = True
+    extra_classes = 1  # the "fake" class
+    # D is the learner (its phase uses the run's optimiser); G has its own lr and betas.
+    reads = frozenset({"gan.z_dim", "gan.width", "gan.g_lr", "gan.beta1", "gan.beta2"})
+
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
-        g = cfg.gan
+        g, size = cfg.gan, cfg.data.image_size
         self.cfg, self.learner = cfg, learner
-        self.encoder = SetEncoder(dim=4 * g.width, width=g.width)
-        self.generator = Generator(z_dim=g.z_dim, cond_dim=4 * g.width, width=g.width)
+        self.encoder = SetEncoder(dim=4 * g.width, width=g.width, image_size=size)
+        self.generator = Generator(z_dim=g.z_dim, cond_dim=4 * g.width, width=g.width,
+                                   image_size=size)
+
+    @classmethod
+    def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:
+        """The learner (with its fake output), then the encoder and G from the seeded RNG."""
+        return cls(cfg, required_learner(learner, cfg))
 
     def _fakes(self, episode: Episode, per_task: int) -> torch.Tensor:
         """per_task generated images for each task, conditioned on its support set."""
@@ -96,6 +116,11 @@ class MetaGan(SeededNoise, Method):
         images: torch.Tensor = self.generator(z, cond)
         return images
 
+    def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
+                         rng: torch.Generator) -> torch.Tensor:
+        """generate_for each set [T, k, 1, H, W] (G conditions on the set instead of adapting:
+        `steps` is unused)."""
+        return per_set(self.generate_for, support, n, rng)
 
 
 def _detach(adapted: Any) -> Any:

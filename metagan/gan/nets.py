@@ -1,10 +1,13 @@
-"""DCGAN-style generator and discriminator for 28x28 single-channel images.
+"""DCGAN-style generator and discriminator for small single-channel images (data.image_size,
+28 for Omniglot; any side >= 8).
 
 Both can be conditioned on a vector: a learned class embedding, or the mean encoding of a set
-of support images (`SetEncoder`). Shapes: images [n, 1, 28, 28] in [0, 1]; condition [n, c].
+of support images (`SetEncoder`). Shapes: images [n, 1, S, S] in [0, 1]; condition [n, c].
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,6 +18,23 @@ from ..models import TaskBatchNorm2d
 
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module) if enabled else module
+
+
+def _down(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 4x4 stride-2 convolution: side S -> S // 2."""
+    return nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)
+
+
+def quarter(image_size: int) -> int:
+    """The side after two halvings of the encoders and D (28 -> 7)."""
+    return image_size // 2 // 2
+
+
+def per_set(generate: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor],
+            support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+    """`generate(set, n, rng)` for each set of support [T, k, 1, S, S], one set at a time (so
+    batch statistics are a set's own): [T, n, 1, S, S]."""
+    return torch.stack([generate(s, n, rng) for s in support])
 
 
 class SeededNoise(nn.Module):
@@ -38,19 +58,21 @@ class SeededNoise(nn.Module):
 
 
 class Generator(nn.Module):
-    """z [n, z_dim] (+ condition [n, cond_dim]) -> images [n, 1, 28, 28] in [0, 1]."""
+    """z [n, z_dim] (+ condition [n, cond_dim]) -> images [n, 1, S, S] in [0, 1]."""
 
     def __init__(self, z_dim: int = 64, cond_dim: int = 0, width: int = 64,
-                 image_channels: int = 1) -> None:
+                 image_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
         self.z_dim, self.cond_dim = z_dim, cond_dim
-        self.fc = nn.Linear(z_dim + cond_dim, 2 * width * 7 * 7)
+        # Two doublings from ceil(S / 4) cover S; a side that is not a multiple of 4 is cropped.
+        self.seed_side, self.image_size = -(-image_size // 4), image_size
+        self.fc = nn.Linear(z_dim + cond_dim, 2 * width * self.seed_side ** 2)
         self.width = width
         # Batch statistics only (no running averages): the generator stays a pure function of
         # its weights and inputs, so functional_call/vmap can meta-learn it.
         self.up = nn.Sequential(
             TaskBatchNorm2d(2 * width), nn.ReLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),  # 7 -> 14
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),  # 7 -> 14 (S = 28)
             TaskBatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, image_channels, 4, stride=2, padding=1),  # 14 -> 28
             nn.Sigmoid(),
@@ -60,25 +82,24 @@ class Generator(nn.Module):
         """Generate one image per row of z."""
         h = z if cond is None else torch.cat([z, cond], dim=1)
         seed: torch.Tensor = self.fc(h)
-        images: torch.Tensor = self.up(seed.view(-1, 2 * self.width, 7, 7))
-        return images
+        side = self.seed_side
+        images: torch.Tensor = self.up(seed.view(-1, 2 * self.width, side, side))
+        return images[..., :self.image_size, :self.image_size]
 
 
 class Discriminator(nn.Module):
-    """images [n, C, 28, 28] (+ condition) -> scores [n] (a projection discriminator when
+    """images [n, C, S, S] (+ condition) -> scores [n] (a projection discriminator when
     conditioned: score = psi(h) + <embed(cond), h>)."""
 
     def __init__(self, cond_dim: int = 0, width: int = 64, image_channels: int = 1,
-                 spectral: bool = False) -> None:
+                 spectral: bool = False, image_size: int = 28) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _sn(nn.Conv2d(image_channels, width, 4, stride=2, padding=1), spectral),  # 28 -> 14
-            nn.LeakyReLU(0.2),
-            _sn(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), spectral),  # 14 -> 7
-            nn.LeakyReLU(0.2),
+            _sn(_down(image_channels, width), spectral), nn.LeakyReLU(0.2),  # 28 -> 14
+            _sn(_down(width, 2 * width), spectral), nn.LeakyReLU(0.2),  # 14 -> 7
             nn.Flatten(),
         )
-        feat = 2 * width * 7 * 7
+        feat = 2 * width * quarter(image_size) ** 2
         self.out = _sn(nn.Linear(feat, 1), spectral)
         self.project = _sn(nn.Linear(cond_dim, feat, bias=False), spectral) if cond_dim else None
 
@@ -92,14 +113,15 @@ class Discriminator(nn.Module):
 
 
 class SetEncoder(nn.Module):
-    """A set of images [n, k, C, 28, 28] -> one condition vector [n, dim] (mean over the set)."""
+    """A set of images [n, k, C, S, S] -> one condition vector [n, dim] (mean over the set)."""
 
-    def __init__(self, dim: int = 64, width: int = 32, image_channels: int = 1) -> None:
+    def __init__(self, dim: int = 64, width: int = 32, image_channels: int = 1,
+                 image_size: int = 28) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(image_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, dim),
+            _down(image_channels, width), nn.LeakyReLU(0.2),
+            _down(width, 2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * quarter(image_size) ** 2, dim),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from torch import nn
 from ..config import MetaConfig
 from . import maml, protonet, reptile  # noqa: F401  (registration)
 from .base import (
+    METHODS,
     REGISTRY,
     Diverged,
     Generating,
@@ -13,10 +14,11 @@ from .base import (
     Phase,
     PhaseOutput,
     accuracy,
+    register_method,
 )
 
-__all__ = ["REGISTRY", "Diverged", "Generating", "MetaLearner", "Method", "Phase", "PhaseOutput",
-           "accuracy", "build_learner"]
+__all__ = ["METHODS", "REGISTRY", "Diverged", "Generating", "MetaLearner", "Method", "Phase",
+           "PhaseOutput", "accuracy", "build_learner", "register_method"]
 
 
 def build_learner(cfg: MetaConfig, model: nn.Module) -> MetaLearner:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MetaConfig, OptimConfig
+from ..config import Config, MetaConfig, OptimConfig, register_method_name
 from ..data.episodes import Episode
 
 
@@ -94,31 +94,53 @@ def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 class Method(nn.Module):
     """What the episode loop trains: a module whose meta-iteration is a list of phases.
 
-    A meta-learner is one; a GAN method wraps one (or, for few-shot generation, stands alone).
-    Methods are evaluated by few-shot accuracy (`task_accuracy`), or, when they declare
-    `generates`, by generation metrics on what `adapt_and_sample` draws.
+    A method is registered by name (`register_method`) and declares, as class attributes, what
+    it needs and what it can do; the loop, the search layer and the API ask these declarations
+    and never probe for methods:
+
+      needs_learner  it is built around the run's meta-learner (else the loop builds none)
+      classifies     task_accuracy() scores few-shot tasks
+      samples        adapt_and_sample() draws new images of a character (and generate_for()
+                     of one set, for callers that still probe for it)
+      generates      a generative model: evaluated by generation metrics, not by accuracy
+      extra_classes  outputs it adds to the learner's classifier head
+      reads          the dotted config keys it reads beyond its learner's and the loop's
+                     ("section.*" for a whole section)
     """
 
+    needs_learner: ClassVar[bool] = True
+    classifies: ClassVar[bool] = True
+    samples: ClassVar[bool] = False
     generates: ClassVar[bool] = False
+    extra_classes: ClassVar[int] = 0
+    reads: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:
+        """The method of run config `cfg` around `learner` (None unless needs_learner), with
+        its initial weights drawn from torch's (seeded) RNG."""
+        raise NotImplementedError
 
     def phases(self) -> list[Phase]:
         """The updates of one meta-iteration, in order."""
         raise NotImplementedError
 
     def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Per-task query accuracy [B] after adapting to each support set."""
-        raise NotImplementedError(f"{type(self).__name__} is evaluated by generation metrics")
+        """Per-task query accuracy [B] after adapting to each support set (when classifies)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify")
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
-        """Adapt to each set of drawings [T, k, 1, H, W] for `steps`, then draw n: [T, n, ...]."""
-        raise NotImplementedError(f"{type(self).__name__} does not generate")
+        """Adapt to each set of drawings [T, k, 1, H, W] for `steps` (methods that condition on
+        the set instead ignore them), then draw n per set: [T, n, 1, H, W] in [0, 1] (when
+        samples)."""
+        raise NotImplementedError(f"{type(self).__name__} does not sample")
 
 
 @runtime_checkable
 class Generating(Protocol):
-    """A method that draws new images of a character from a few of its drawings (the GAN
-    methods); `isinstance(method, Generating)` asks whether a trained method can sample."""
+    """A method with a `generate_for` (the sampling methods also have one for a single set).
+    isinstance() with it probes for the attribute: ask the declared `Method.samples` instead."""
 
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
         """n new drawings [n, 1, H, W] of the character in support [k, 1, H, W]."""
@@ -134,6 +156,9 @@ class MetaLearner(Method):
     """
 
     name: ClassVar[str]
+    # Every learner reads its name, the backbone's settings and the run's optimiser (its phase
+    # has no betas of its own); gradient-based learners add their inner loop.
+    reads = frozenset({"meta.algorithm", "model.*", "optim.name"})
 
     def __init__(self, model: nn.Module, cfg: MetaConfig) -> None:
         super().__init__()
@@ -175,6 +200,18 @@ class MetaLearner(Method):
         """Size of the model's classifier head, or None for metric-based learners."""
         return ways
 
+    @classmethod
+    def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:
+        """Method "meta": the run's learner itself."""
+        return required_learner(learner, cfg)
+
+
+def required_learner(learner: MetaLearner | None, cfg: Config) -> MetaLearner:
+    """The learner a method with needs_learner is built around (the loop always passes one)."""
+    if learner is None:
+        raise TypeError(f"method {cfg.method!r} is built around a meta-learner; got None")
+    return learner
+
 
 REGISTRY: dict[str, type[MetaLearner]] = {}
 
@@ -188,3 +225,21 @@ def register(name: str) -> Callable[[type[MetaLearner]], type[MetaLearner]]:
         return cls
 
     return wrap
+
+
+METHODS: dict[str, type[Method]] = {}
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator adding a method (what `method:` in a config names) to METHODS."""
+
+    def wrap(cls: M) -> M:
+        METHODS[name] = cls
+        register_method_name(name)  # configs may now name it
+        return cls
+
+    return wrap
+
+
+register_method("meta")(MetaLearner)

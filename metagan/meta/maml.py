@@ -33,6 +33,7 @@ class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning (Finn et al. 2017), second order."""
 
     first_order = False
+    reads = MetaLearner.reads | {"meta.inner_lr", "meta.inner_steps", "meta.eval_inner_steps"}
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, ways: int,
               steps: int | None = None) -> Params:

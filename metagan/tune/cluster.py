@@ -32,11 +32,11 @@ def auth_token() -> str | None:
 
 def split_host_port(address: str, what: str) -> tuple[str, int]:
     """HOST and PORT of `HOST:PORT` (or `scheme://HOST:PORT`); a ConfigError when malformed."""
-    parsed = urlparse(address if "://" in address else f"//{address}")
     try:
+        parsed = urlparse(address if "://" in address else f"//{address}")
         port = parsed.port
-    except ValueError:
-        port = None
+    except ValueError:  # an unbalanced "[" (IPv6) or a port that is not a number
+        raise ConfigError(f"{what} {address!r}: expected HOST:PORT") from None
     if not parsed.hostname or port is None or not 0 < port < 65536 or parsed.path not in ("", "/"):
         raise ConfigError(f"{what} {address!r}: expected HOST:PORT")
     return parsed.hostname, port

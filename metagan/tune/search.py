@@ -6,14 +6,24 @@ import json
 import math
 import os
 import posixpath
+import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import ConfigError
+from ..results import (
+    TRIAL_NAME,
+    Experiment,
+    NoExperiment,
+    read_space,
+    space_exists,
+    space_path,
+    write_space,
+)
+from ..storage import Storage, StorageError, check_name, check_storage, parse_storage
 from .cluster import ClusterError, check_gcs_address
 from .space import (
     GRID,
@@ -25,10 +35,7 @@ from .space import (
     parse_spec,
     tune_space,
 )
-from .storage import Storage, StorageError, check_name, check_storage, parse_storage
 from .trainable import EpisodeTrainable
-
-SPEC_FILE = "metagan_space.yaml"
 
 
 class StorageOutage(StorageError):
@@ -37,24 +44,34 @@ class StorageOutage(StorageError):
 
 @dataclass
 class SearchResult:
-    """The outcome of a search: the best trial and where everything is stored."""
+    """The outcome of a search: the best stored checkpoint (the results store's answer, as in
+    `metagan.api.best_result` and `metagan report`) and where everything is stored."""
 
     name: str
     experiment: str           # URI of the experiment directory
     metric: str
     mode: str
-    best_value: float
+    best_value: float         # `metric` in the best stored checkpoint's metrics.json
     best_params: dict[str, Any]
     best_config: dict[str, Any]
-    best_checkpoint: str | None
-    best_trial: str
+    best_checkpoint: str      # URI of that checkpoint directory
+    best_trial: str           # its trial's id
+    best_iteration: int       # the meta-iteration it was saved at
+    best_reported: float      # the best value any report gave (it may have no checkpoint)
+    best_reported_trial: str
     trials: list[dict[str, Any]]
 
     def summary(self) -> str:
         """What the CLI prints at the end."""
-        lines = [f"best trial {self.best_trial}: {self.metric} = {self.best_value:.4f} ({self.mode})",
+        lines = [f"best trial {self.best_trial}: {self.metric} = {self.best_value:.4f} ({self.mode}), "
+                 f"stored checkpoint at iteration {self.best_iteration}",
                  "  params: " + json.dumps(self.best_params, sort_keys=True),
                  f"  checkpoint: {self.best_checkpoint}", f"  experiment: {self.experiment}"]
+        sign = 1 if self.mode == "max" else -1
+        if sign * self.best_reported > sign * self.best_value:
+            lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
+                         f"{self.best_reported_trial}, at a step with no stored checkpoint "
+                         "(checkpoint.every / keep)")
         return "\n".join(lines)
 
 
@@ -112,7 +129,7 @@ def _outage_callback(storage: Storage):
     """A Tune callback that ends the search when storage stays unreachable too long."""
     from ray.tune import Callback
 
-    from .storage import s3_client
+    from ..storage import s3_client
 
     class StorageWatch(Callback):
         def __init__(self) -> None:
@@ -144,8 +161,9 @@ def _trainable(spec: SearchSpec, name: str):
     r = spec.resources
     wrapped = tune.with_resources(tune.with_parameters(EpisodeTrainable, spec=spec, experiment=name),
                                   {"cpu": r.cpu, "gpu": r.gpu})
-    # Trial actors show as ray::EpisodeTrainable.* (dashboard, ps) rather than the wrapper's name.
-    wrapped.__name__ = wrapped.__qualname__ = EpisodeTrainable.__name__
+    # Trial actors show as ray::EpisodeTrainable.* (dashboard, ps) rather than the wrapper's name,
+    # and Tune names trial directories after it: the name the results store looks for.
+    wrapped.__name__ = wrapped.__qualname__ = TRIAL_NAME
     return wrapped
 
 
@@ -157,53 +175,16 @@ def _score(spec: SearchSpec) -> str | None:
     return spec.checkpoint.score or spec.search.metric
 
 
-def _write_spec(spec: SearchSpec, storage: Storage, name: str) -> None:
-    """Store the validated space beside the experiment, so --resume needs only NAME and URI."""
-    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
-    fs = storage.filesystem
-    if fs is None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-    else:
-        with fs.open_output_stream(path) as f:
-            f.write(text.encode())
-
-
-def _spec_exists(storage: Storage, name: str) -> bool:
-    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
-    fs = storage.filesystem
-    if fs is None:
-        return Path(path).is_file()
-    import pyarrow.fs as pafs
-
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
 def read_stored_spec(storage: Storage, name: str) -> SearchSpec:
     """The space a stored experiment was started with."""
-    path = posixpath.join(storage.experiment_path(name), SPEC_FILE)
-    fs = storage.filesystem
     try:
-        if fs is None:
-            text = Path(path).read_text()
-        else:
-            with fs.open_input_stream(path) as f:
-                text = f.read().decode()
-    except FileNotFoundError:
-        raise ConfigError(f"--resume {name}: no experiment {name!r} in {storage.uri}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{storage.uri_of(path)}: damaged (not text)") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"{storage.uri_of(path)}: damaged (not YAML)") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{storage.uri_of(path)}: damaged (not a search space)")
+        data = read_space(storage, name)
+    except NoExperiment as e:
+        raise ConfigError(f"--resume {name}: {e}") from None
     try:
         return parse_spec(data)
     except ConfigError as e:
-        raise ConfigError(f"{storage.uri_of(path)}: {e}") from None
+        raise ConfigError(f"{storage.uri_of(space_path(storage, name))}: {e}") from None
 
 
 def _init_ray(address: str | None) -> None:
@@ -251,7 +232,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     # Tune warns on every forced snapshot when checkpoints are frequent; that is by design here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_storage(storage)  # before Ray starts: an unreachable bucket costs nothing
-    if not resume and _spec_exists(storage, name):  # never mix a new search into a stored one
+    if not resume and space_exists(storage, name):  # never mix a new search into a stored one
         raise ConfigError(f"experiment {name!r} already exists in {storage.uri}: continue it "
                           f"with --resume {name}, or choose another --name")
     _init_ray(address)
@@ -263,7 +244,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
                                    resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=storage.filesystem)
     else:
-        _write_spec(spec, storage, name)
+        write_space(storage, name, spec.to_dict())  # so --resume needs only NAME and URI
         search_alg, param_space = _search_alg(spec)
         s, c = spec.search, spec.checkpoint
         tuner = tune.Tuner(
@@ -294,8 +275,11 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
 
 
 def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResult:
-    """The best trial of a finished ResultGrid (over every reported step of every trial)."""
+    """A finished ResultGrid's trials, and the best stored checkpoint as the results store
+    ranks it (`Experiment.best`); the best reported value is kept beside it."""
     s = spec.search
+    found = Experiment(storage, name, on_damaged=_warn)
+    ranked = {c.trial: c for c in found.ranking()}  # each trial's best stored checkpoint
     trials = []
     for r in grid:
         if r.metrics is None:
@@ -304,37 +288,32 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
         history = r.metrics_dataframe
         values = history[s.metric].dropna() if history is not None and s.metric in history else []
         best = (max if s.mode == "max" else min)(values) if len(values) else math.nan
+        stored = ranked.get(posixpath.basename(r.path.rstrip("/")))
         trials.append({"trial_id": r.metrics.get("trial_id"), "params": params,
                        "best": float(best), "last": r.metrics.get(s.metric),
                        "iteration": r.metrics.get("iteration"),
                        "diverged": bool(r.metrics.get("diverged")),
                        "error": str(r.error).splitlines()[0] if r.error else None,
                        "checkpoint": storage.uri_of(r.checkpoint.path) if r.checkpoint else None,
-                       "best_checkpoint": _best_checkpoint(r, s.metric, s.mode, storage)})
+                       "best_checkpoint": stored.uri if stored else None,
+                       "best_stored": stored.value(s.metric) if stored else None})
     scored = [t for t in trials if not math.isnan(t["best"])]
     if not scored:
         raise RuntimeError(f"search {name}: no trial reported {s.metric}")
-    top = (max if s.mode == "max" else min)(scored, key=lambda t: t["best"])
-    return SearchResult(name=name, experiment=storage.uri_of(storage.experiment_path(name)),
-                        metric=s.metric, mode=s.mode, best_value=top["best"],
-                        best_params=top["params"],
-                        best_config=_config_dict(spec, top["params"]),
-                        best_checkpoint=top["best_checkpoint"] or top["checkpoint"],
-                        best_trial=top["trial_id"], trials=trials)
+    reported = (max if s.mode == "max" else min)(scored, key=lambda t: t["best"])
+    try:
+        top = found.best()
+    except ConfigError as e:
+        raise RuntimeError(f"search {name}: {e}") from None
+    return SearchResult(name=name, experiment=found.uri, metric=top.metric, mode=top.mode,
+                        best_value=top.value, best_params=top.params, best_config=top.config,
+                        best_checkpoint=top.checkpoint, best_trial=top.trial_id,
+                        best_iteration=top.iteration, best_reported=reported["best"],
+                        best_reported_trial=reported["trial_id"], trials=trials)
 
 
-def _best_checkpoint(result, metric: str, mode: str, storage: Storage) -> str | None:
-    ranked = [(m.get(metric), c) for c, m in result.best_checkpoints or [] if m.get(metric) is not None]
-    if not ranked:
-        return None
-    _, ckpt = (max if mode == "max" else min)(ranked, key=lambda x: x[0])
-    return storage.uri_of(ckpt.path)
-
-
-def _config_dict(spec: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(spec.config_for(params))
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def dry_run(spec: SearchSpec, samples: int = 3) -> str:

@@ -144,8 +144,14 @@ class SearchSpec:
         return every // self.trial.iterations_per_step
 
     def config_for(self, params: dict[str, Any]) -> Config:
-        """The validated run config of one trial (`params`: flat dotted keys)."""
-        return build_config(self.base, params)
+        """The validated run config of one trial (`params`: flat dotted keys), refused when it
+        sets or searches a key its method does not read (checked for every branch at parse
+        time, since validation builds a point of each)."""
+        from ..methods import check_reads
+
+        cfg = build_config(self.base, params)
+        check_reads(cfg, searched=params)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as YAML-ready data (the `base` inlined), to store beside the experiment."""
@@ -288,14 +294,10 @@ def grid_points(params: tuple) -> list[dict[str, Any]]:
 
 def reported_metrics(cfg: Config) -> set[str]:
     """The metric names a trial of `cfg` reports to Tune (see trainable.py)."""
-    from ..gan import generates
+    from ..methods import evaluation_keys, method_of
 
     common = {"iteration", "tasks_per_s", "lr", "loop_s", "diverged"}
-    if generates(cfg):
-        val = {"frechet_distance", "fidelity", "diversity", "chance_fidelity"}
-    else:
-        val = {"accuracy", "ci95", "episodes"}
-    return common | {f"val_{k}" for k in val}
+    return common | {f"val_{k}" for k in evaluation_keys(method_of(cfg))}
 
 
 def _section(cls: type, data: Any, name: str) -> Any:

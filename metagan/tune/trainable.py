@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,16 @@ import torch
 from ray import tune
 from ray.train._internal.checkpoint_manager import _TrainingResult
 
-from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE
+from ..checkpoint import COMPLETE, CONFIG_FILE, METRICS_FILE, STATE_FILE
 from ..config import dump_yaml
 from ..loop import Diverged, EpisodeLoop
+from ..results import CHECKPOINT_DIR, PARAMS_FILE, SAMPLES_FILE
 from ..runtime import tune_allocator
 from .dashboard import TrialGauges
 from .space import GRID, SearchSpec, cast_sample, flatten_sample
 
-SAMPLES_FILE = "samples.png"
 # Tune's own counter, stored beside our metrics so a checkpoint can be restored on its own.
 TUNE_ITERATION = "training_iteration"
-CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)$")
-COMPLETE = (STATE_FILE, CONFIG_FILE, METRICS_FILE)
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +132,8 @@ class EpisodeTrainable(tune.Trainable):
         dump_yaml(self.cfg, d / CONFIG_FILE)
         stored = {**self.last, TUNE_ITERATION: self.iteration}
         (d / METRICS_FILE).write_text(json.dumps(stored, indent=2, sort_keys=True))
-        (d / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True))
-        if getattr(self.loop.method, "generates", False):
+        (d / PARAMS_FILE).write_text(json.dumps(self.params, indent=2, sort_keys=True))
+        if self.loop.method.generates:
             from ..gan.grid import sample_loop
 
             sample_loop(self.loop, d / SAMPLES_FILE, "val", seed=self.cfg.train.seed)

@@ -1,6 +1,7 @@
-"""Where a search keeps its results: a local path or an S3-compatible bucket.
+"""Where a search keeps its results: a local path or an S3-compatible bucket (no Ray here).
 
-S3 goes through Ray Tune's own storage layer with a pyarrow filesystem. The filesystem is
+Ray Tune writes to S3 through a pyarrow filesystem handed to it (`Storage.filesystem`), and the
+results store (`metagan.results`) reads through the same one. The filesystem is
 wrapped in `ResilientS3Handler`, which retries every operation with backoff while the endpoint
 is unreachable (up to `outage_s`), so a short outage delays a checkpoint upload instead of
 failing the trial; the checkpoint stays in the trial's local directory until it is stored.
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ..config import ConfigError
+from .config import ConfigError
 
 
 class StorageError(RuntimeError):
@@ -54,7 +55,10 @@ def check_endpoint(url: str | None) -> str | None:
     """The S3 endpoint URL if it is http(s)://HOST[:PORT][/...], else a ConfigError."""
     if url is None:
         return None
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:
+        raise ConfigError(f"AWS_ENDPOINT_URL {url!r}: expected http(s)://HOST[:PORT]") from None
     try:
         port_ok = parsed.port is None or 0 < parsed.port < 65536
     except ValueError:
@@ -260,12 +264,21 @@ class Storage:
         """A user-facing URI for a path on the filesystem (s3://... or a local path)."""
         return f"s3://{fs_path}" if self.is_s3 else fs_path
 
+    def path_of(self, uri: str) -> str:
+        """The filesystem path of a URI `uri_of` made (its inverse); a ConfigError for another scheme."""
+        if self.is_s3 != uri.startswith("s3://"):
+            raise ConfigError(f"{uri}: not a location in storage {self.uri}")
+        return uri[len("s3://"):] if self.is_s3 else uri
+
 
 def parse_storage(uri: str, outage_s: float = 300.0) -> Storage:
     """Read `s3://bucket/prefix` or a local path."""
     if "://" not in uri:
         return Storage(uri, outage_s=outage_s)
-    url = urlparse(uri)
+    try:
+        url = urlparse(uri)
+    except ValueError as e:  # e.g. an unbalanced "[" read as an IPv6 host
+        raise ConfigError(f"storage {uri!r}: not a URI ({e})") from None
     if url.scheme != "s3":
         raise ConfigError(f"storage {uri!r}: expected s3://bucket/prefix or a local path")
     if not url.netloc:

@@ -1,0 +1,49 @@
+"""What `pip install metagan` (the core, no extras) must give: training and the Python API
+without Ray, HyperOpt or matplotlib, and pyproject's extras saying where those live."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from .conftest import ROOT, tiny_data, write_yaml
+
+# Importing any of these raises ImportError, as if the extra were not installed.
+WITHOUT_EXTRAS = "import sys; sys.modules.update({m: None for m in ('ray', 'hyperopt', 'matplotlib')}); "
+
+
+def run_without_extras(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS + code], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_core_dependencies_leave_ray_and_matplotlib_to_extras() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    assert "ray" not in core and "hyperopt" not in core and "matplotlib" not in core
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("ray[tune]") for d in extras["search"])
+    assert any(d.startswith("ray[default]") for d in extras["cluster"])
+    assert any(d.startswith("matplotlib") for d in extras["report"])
+    assert project["requires-python"] == ">=3.11"
+
+
+def test_train_and_the_api_work_without_ray(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "c.yaml", tiny_data("protonet", **{"train.iterations": 2}))
+    run = tmp_path / "run"
+    r = run_without_extras(
+        "from metagan.cli import main; from metagan import api; "
+        f"rc = main(['train', {str(config)!r}, '--out', {str(run)!r}, '--quiet']); "
+        f"print('experiments', api.list_experiments({str(tmp_path)!r})); sys.exit(rc)")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "experiments []" in r.stdout and (run / "result.json").is_file()
+
+
+def test_a_search_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    r = run_without_extras("from metagan.cli import main; "
+                           "sys.exit(main(['search', 'search_spaces/demo.yaml', '--name', 'x', "
+                           f"'--storage', {str(tmp_path)!r}]))")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "pip install 'metagan[search]'" in r.stderr
