@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metagan.runtime import tune_allocator  # noqa: E402
+from metagan.space import load_spec  # noqa: E402
 from metagan.storage import parse_storage  # noqa: E402
 from metagan.tune.search import run_search  # noqa: E402
-from metagan.tune.space import load_spec  # noqa: E402
 
 ARMS = {
     "hyperopt+asha": ["search.algorithm=hyperopt", "scheduler.name=asha"],

@@ -158,9 +158,9 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from .space import load_spec
     from .storage import check_name, parse_storage
     from .tune.search import SearchResult, dry_run, read_stored_spec, run_search
-    from .tune.space import load_spec
 
     if args.name is not None:
         check_name(args.name)

@@ -93,8 +93,8 @@ class Submitted:
 def submit(space: str | Path, address: str, storage: str, name: str | None = None,
            overrides: list[str] | None = None) -> Submitted:
     """Validate the space and storage here, then run `metagan search` as a Ray Job."""
+    from .space import load_spec
     from .storage import check_name, check_storage, parse_storage
-    from .tune.space import load_spec
 
     name = check_name(name or f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     spec = load_spec(space, overrides)           # a bad space fails here, not on the cluster

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import SAMPLES_FILE, BestResult, Experiment, StoredCheckpoint
-from .tune.space import flatten_sample
+from .space import flatten_sample
 
 
 def _warn(message: str) -> None:

@@ -117,7 +117,7 @@ def list_experiments(storage: Storage) -> list[str]:
 
 
 def read_space(storage: Storage, name: str) -> dict[str, Any]:
-    """The stored space of experiment `name` as data (parse it with tune.space.parse_spec).
+    """The stored space of experiment `name` as data (parse it with space.parse_spec).
 
     NoExperiment when there is none; a ConfigError naming the file when it is damaged.
     """

@@ -9,7 +9,7 @@ import pytest
 from metagan.config import Config, ConfigError, build_config, load_config, read_yaml, to_dict
 from metagan.loop import EpisodeLoop
 from metagan.methods import check_reads, is_read, reads_of
-from metagan.tune.space import load_spec
+from metagan.space import load_spec
 
 from .conftest import ROOT, run_cli, tiny_data, write_yaml
 

@@ -202,8 +202,8 @@ def test_resumes_exactly_in_a_fresh_process(name: str, resumed: dict[str, Any]) 
 
 def test_a_method_defined_here_trains_searches_and_loads(tmp_path: Path) -> None:
     from metagan.run import load_loop, train
+    from metagan.space import parse_spec
     from metagan.tune.search import dry_run
-    from metagan.tune.space import parse_spec
 
     data = tiny_run("toy", **{"train.iterations": 3, "train.checkpoint_every": 0})
     result = train(build_config(data), tmp_path / "run")

@@ -17,8 +17,8 @@ import yaml
 from metagan import api, results
 from metagan.config import ConfigError, yaml_text
 from metagan.results import Experiment, NoExperiment
+from metagan.space import parse_spec
 from metagan.storage import parse_storage
-from metagan.tune.space import parse_spec
 
 from .conftest import tiny_config, tiny_data
 

@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from metagan.config import ConfigError
-from metagan.tune.space import (
+from metagan.space import (
     cast_sample,
     flatten_sample,
-    hyperopt_space,
     load_spec,
     parse_spec,
     sample_point,
 )
+from metagan.tune.search import hyperopt_space
 
 from .conftest import ROOT, run_cli, tiny_data
 
@@ -154,7 +154,7 @@ def test_quniform_gives_integers_for_integer_bounds() -> None:
 
 
 def test_grid_space() -> None:
-    from metagan.tune.space import grid_points
+    from metagan.space import grid_points
 
     spec = parse_spec(space(**{"search/algorithm": "grid", "space/optim.lr": {"grid": [0.001, 0.01]},
                                "space/model.hidden": {"grid": [8, 16, 32]}}))

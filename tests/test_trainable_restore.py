@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from metagan.tune.space import parse_spec
+from metagan.space import parse_spec
 from metagan.tune.trainable import EpisodeTrainable, newest_stored_checkpoint
 
 from .conftest import tiny_data

@@ -8,6 +8,7 @@ import os
 import posixpath
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +24,17 @@ from ..results import (
     space_path,
     write_space,
 )
-from ..storage import Storage, StorageError, check_name, check_storage, parse_storage
-from .cluster import ClusterError, check_gcs_address
-from .space import (
+from ..space import (
     GRID,
+    VALUE,
     SearchSpec,
     cast_sample,
     flatten_sample,
     grid_points,
-    hyperopt_space,
     parse_spec,
-    tune_space,
 )
+from ..storage import Storage, StorageError, check_name, check_storage, parse_storage
+from .cluster import ClusterError, check_gcs_address
 from .trainable import EpisodeTrainable
 
 
@@ -74,6 +74,40 @@ class SearchResult:
                          "(checkpoint.every / keep)")
         return "\n".join(lines)
 
+
+
+def hyperopt_space(params: tuple, prefix: str = "") -> dict[str, Any]:
+    """The space as a native hyperopt space (nested choices keep labels unique by prefix)."""
+    from hyperopt import hp
+
+    out: dict[str, Any] = {}
+    for p in params:
+        label = prefix + p.key
+        if p.kind == "uniform":
+            out[p.key] = hp.uniform(label, *p.args)
+        elif p.kind == "loguniform":
+            out[p.key] = hp.loguniform(label, math.log(p.args[0]), math.log(p.args[1]))
+        elif p.kind == "quniform":
+            out[p.key] = hp.quniform(label, *p.args)
+        elif p.kind == "randint":
+            out[p.key] = hp.randint(label, p.args[0], p.args[1])
+        elif p.branches is None:
+            out[p.key] = hp.choice(label, list(p.args))
+        else:
+            out[p.key] = hp.choice(label, [
+                {VALUE: v, **hyperopt_space(p.branches[v], f"{label}={v}/")} for v in p.args])
+    return out
+
+
+def tune_space(params: tuple) -> dict[str, Any]:
+    """The space as Ray Tune domains (no conditional choices), for searches without a searcher."""
+    from ray import tune
+
+    make: dict[str, Callable[..., Any]] = {
+        "uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
+        "randint": tune.randint}
+    return {p.key: tune.choice(list(p.args)) if p.kind == "choice" else make[p.kind](*p.args)
+            for p in params}
 
 def _search_alg(spec: SearchSpec):
     from ray import tune
@@ -320,7 +354,7 @@ def dry_run(spec: SearchSpec, samples: int = 3) -> str:
     """The validated space and a few configs drawn from it, as text (no Ray)."""
     import random
 
-    from .space import sample_point
+    from ..space import sample_point
 
     rng = random.Random(spec.search.seed)
     out = [yaml.safe_dump({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=False)]

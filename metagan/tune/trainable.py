@@ -25,8 +25,8 @@ from ..config import dump_yaml
 from ..loop import Diverged, EpisodeLoop
 from ..results import CHECKPOINT_DIR, PARAMS_FILE, SAMPLES_FILE
 from ..runtime import tune_allocator
+from ..space import GRID, SearchSpec, cast_sample, flatten_sample
 from .dashboard import TrialGauges
-from .space import GRID, SearchSpec, cast_sample, flatten_sample
 
 # Tune's own counter, stored beside our metrics so a checkpoint can be restored on its own.
 TUNE_ITERATION = "training_iteration"

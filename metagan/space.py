@@ -25,12 +25,11 @@ import dataclasses
 import itertools
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from .config import (
     Config,
     ConfigError,
     apply_overrides,
@@ -147,7 +146,7 @@ class SearchSpec:
         """The validated run config of one trial (`params`: flat dotted keys), refused when it
         sets or searches a key its method does not read (checked for every branch at parse
         time, since validation builds a point of each)."""
-        from ..methods import check_reads
+        from .methods import check_reads
 
         cfg = build_config(self.base, params)
         check_reads(cfg, searched=params)
@@ -294,7 +293,7 @@ def grid_points(params: tuple) -> list[dict[str, Any]]:
 
 def reported_metrics(cfg: Config) -> set[str]:
     """The metric names a trial of `cfg` reports to Tune (see trainable.py)."""
-    from ..methods import evaluation_keys, method_of
+    from .methods import evaluation_keys, method_of
 
     common = {"iteration", "tasks_per_s", "lr", "loop_s", "diverged"}
     return common | {f"val_{k}" for k in evaluation_keys(method_of(cfg))}
@@ -487,40 +486,6 @@ def flatten_sample(sample: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def hyperopt_space(params: tuple, prefix: str = "") -> dict[str, Any]:
-    """The space as a native hyperopt space (nested choices keep labels unique by prefix)."""
-    from hyperopt import hp
-
-    out: dict[str, Any] = {}
-    for p in params:
-        label = prefix + p.key
-        if p.kind == "uniform":
-            out[p.key] = hp.uniform(label, *p.args)
-        elif p.kind == "loguniform":
-            out[p.key] = hp.loguniform(label, math.log(p.args[0]), math.log(p.args[1]))
-        elif p.kind == "quniform":
-            out[p.key] = hp.quniform(label, *p.args)
-        elif p.kind == "randint":
-            out[p.key] = hp.randint(label, p.args[0], p.args[1])
-        elif p.branches is None:
-            out[p.key] = hp.choice(label, list(p.args))
-        else:
-            out[p.key] = hp.choice(label, [
-                {VALUE: v, **hyperopt_space(p.branches[v], f"{label}={v}/")} for v in p.args])
-    return out
-
-
-def tune_space(params: tuple) -> dict[str, Any]:
-    """The space as Ray Tune domains (no conditional choices), for searches without a searcher."""
-    from ray import tune
-
-    make: dict[str, Callable[..., Any]] = {
-        "uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
-        "randint": tune.randint}
-    return {p.key: tune.choice(list(p.args)) if p.kind == "choice" else make[p.kind](*p.args)
-            for p in params}
 
 
 def cast_sample(params: tuple, flat: dict[str, Any]) -> dict[str, Any]:
