@@ -52,3 +52,20 @@ def test_diversity_and_fidelity() -> None:
     protos = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     fake = torch.tensor([[9.0, 1.0], [11.0, 0.0], [1.0, 1.0], [10.0, 2.0]])
     assert conditional_fidelity(fake, protos, target=1) == 0.75
+
+
+def test_fidelity_chance_counts_the_characters_really_offered() -> None:
+    """With fewer held-out characters than candidates, chance is 1/T (not 1/5), and one
+    character alone is refused instead of scoring a trivial 1.0."""
+    import pytest
+    import torch
+
+    from metagan.config import ConfigError
+    from metagan.gan.evaluation import generation_metrics
+
+    embed = torch.nn.Flatten()
+    real = torch.rand(3, 6, 1, 4, 4)
+    scores = generation_metrics(embed, real[:, :3], real[:, 3:], candidates=5)
+    assert scores["chance_fidelity"] == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="at least 2 held-out characters"):
+        generation_metrics(embed, real[:1, :3], real[:1, 3:], candidates=5)

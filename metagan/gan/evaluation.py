@@ -139,6 +139,9 @@ def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torc
     """Frechet distance, conditional fidelity and relative diversity of samples [T, n, ...]
     against held-out real drawings [T, m, ...] of the same T characters."""
     t = samples.shape[0]
+    if t < 2:  # fidelity needs another character to be confused with
+        raise ConfigError(f"generation metrics need at least 2 held-out characters, got {t}")
+    candidates = min(candidates, t)  # chance is 1 / the candidates really offered
     device = next(iter(embed.parameters()), torch.empty(0)).device
     f_fake = embed(samples.flatten(0, 1).to(device)).view(t, samples.shape[1], -1).cpu()
     f_real = embed(real.flatten(0, 1).to(device)).view(t, real.shape[1], -1).cpu()
