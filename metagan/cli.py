@@ -356,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ImportError as e:
-        missing = (e.name or "").split(".")[0]
-        if missing not in EXTRA_OF:
+        missing = e.name or ""
+        if missing not in EXTRA_OF:  # only the package itself absent, not a module moved in it
             raise
         extra = "cluster" if args.command in ("submit", "status", "logs", "stop") else EXTRA_OF[missing]
         print(f"error: metagan {args.command} needs {missing}, which is not installed: "

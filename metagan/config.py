@@ -403,9 +403,6 @@ def validate(cfg: Config) -> None:
                  "eval_shots", "embedding_iterations"):
         _positive(f"gan.{name}", getattr(g, name))
     _non_negative("gan.gp_weight", g.gp_weight)
-    if g.loss != "wasserstein" and g.gp_weight != GanConfig.gp_weight:
-        raise ConfigError(f"gan.gp_weight: the gradient penalty is only read with gan.loss "
-                          f"wasserstein, not {g.loss!r}")
     _non_negative("gan.pretrain_steps", g.pretrain_steps)
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
     if g.feature_model is not None:

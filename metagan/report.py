@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from .results import SAMPLES_FILE, BestResult, Experiment, StoredCheckpoint
+from .results import SAMPLES_FILE, BestResult, Experiment, StoredCheckpoint, warn
 from .space import flatten_sample
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def trial_histories(experiment: str, storage: str) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """The stored space and, per trial directory, its reported results in order."""
-    found = Experiment.open(storage, experiment, on_damaged=_warn)
+    found = Experiment.open(storage, experiment, on_damaged=warn)
     return found.space, found.histories()
 
 
@@ -50,7 +45,7 @@ def write_report(experiment: str, storage: str, out: str | Path) -> tuple[Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    found = Experiment.open(storage, experiment, on_damaged=_warn)
+    found = Experiment.open(storage, experiment, on_damaged=warn)
     spec, histories = found.space, found.histories()
     metric = found.metric
     ranking = found.ranking()

@@ -23,6 +23,7 @@ import json
 import math
 import posixpath
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ MODES = ("min", "max")
 OnDamaged = Callable[[str], None] | None
 
 
+def warn(message: str) -> None:
+    """An `OnDamaged` for readers that go on without what is damaged: one warning line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 class NoExperiment(ConfigError):
     """No stored space under that name: not an experiment of this storage."""
 
@@ -77,7 +83,8 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
-def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+def is_file(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether `path` is a file on `fs`."""
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
@@ -97,7 +104,7 @@ def space_path(storage: Storage, name: str) -> str:
 def space_exists(storage: Storage, name: str) -> bool:
     """Whether experiment `name` exists (its space is stored)."""
     fs, _ = filesystem(storage)
-    return _is_file(fs, space_path(storage, name))
+    return is_file(fs, space_path(storage, name))
 
 
 def write_space(storage: Storage, name: str, space: dict[str, Any]) -> None:
@@ -113,7 +120,7 @@ def write_space(storage: Storage, name: str, space: dict[str, Any]) -> None:
 def list_experiments(storage: Storage) -> list[str]:
     """Names of the experiments under a storage root (directories holding a stored space)."""
     fs, root = filesystem(storage)
-    return [d for d in _dirs(fs, root) if _is_file(fs, posixpath.join(root, d, SPACE_FILE))]
+    return [d for d in _dirs(fs, root) if is_file(fs, posixpath.join(root, d, SPACE_FILE))]
 
 
 def read_space(storage: Storage, name: str) -> dict[str, Any]:
@@ -320,8 +327,17 @@ class Experiment:
                           "changing (a search still running?); try again")
 
     def _best_result(self, top: StoredCheckpoint, metric: str, mode: str) -> BestResult:
-        config = yaml.safe_load(self.read_bytes(posixpath.join(top.path, CONFIG_FILE)).decode())
-        params = json.loads(self.read_bytes(posixpath.join(top.path, PARAMS_FILE)))
+        files = {}
+        for name in (CONFIG_FILE, PARAMS_FILE):
+            where = posixpath.join(top.path, name)
+            try:
+                text = self.read_bytes(where).decode()
+                files[name] = yaml.safe_load(text) if name == CONFIG_FILE else json.loads(text)
+            except (UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError):
+                raise ConfigError(f"{self.storage.uri_of(where)}: damaged") from None
+            if not isinstance(files[name], dict):
+                raise ConfigError(f"{self.storage.uri_of(where)}: damaged (not a mapping)")
+        config, params = files[CONFIG_FILE], files[PARAMS_FILE]
         value = top.value(metric)
         assert value is not None  # ranked checkpoints hold the metric
         return BestResult(experiment=self.name, trial=top.trial, metric=metric, mode=mode,
@@ -331,8 +347,9 @@ class Experiment:
 
     def checkpoint_path(self, uri: str) -> str:
         """The filesystem path of one of this experiment's checkpoint URIs (else a ConfigError)."""
-        path = self.storage.path_of(uri).rstrip("/")
-        if not path.startswith(self.path + "/"):
+        path = posixpath.normpath(self.storage.path_of(uri))
+        inside = path[len(self.path) + 1:].split("/") if path.startswith(self.path + "/") else []
+        if len(inside) != 2 or not CHECKPOINT_DIR.match(inside[1]):  # <trial>/checkpoint_N
             raise ConfigError(f"{uri}: not a checkpoint of experiment {self.name!r} in {self.storage.uri}")
         return path
 

@@ -71,6 +71,17 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         raise ConfigError(f"--out: cannot create {out} ({e.strerror})") from None
 
 
+def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config data as flat dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def resume_config(out: Path, overrides: dict[str, Any]) -> Config:
     """The config of the run in `out`, with the overrides a resumed run can honour (else refused)."""
     prepare_run_dir(out, resume=True)
@@ -95,8 +106,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     out = Path(out)
     prepare_run_dir(out, resume)
     if resume:
-        _, state, _ = load_checkpoint(out / LAST)
-    loop = EpisodeLoop(cfg)
+        saved, state, _ = load_checkpoint(out / LAST)
+        changed = [k for k in _dotted(to_dict(cfg)) if k not in RESUMABLE
+                   and _dotted(to_dict(cfg))[k] != _dotted(to_dict(saved))[k]]
+        if changed:  # the same guard as resume_config, for callers of the library
+            raise ConfigError(f"{changed[0]}: a resumed run keeps what it learned and how it is "
+                              f"measured; it accepts changes only to {', '.join(RESUMABLE)}")
+    # A resumed run's config is its saved one (keys it never read included), less what it may change.
+    loop = EpisodeLoop(cfg, restoring=resume)
     if resume:
         restore(loop, state, out / LAST)
     write_text_atomic(out / "config.yaml", yaml_text(cfg))
@@ -139,10 +156,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
 def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
     """An episode loop restored from a run directory or a checkpoint directory."""
     path = Path(path)
-    if not path.exists():
+    if latest(path / LAST) is not None or (path / LAST).is_dir():
+        path = path / LAST  # a run: its checkpoint (load_checkpoint names what is wrong with it)
+    elif not path.exists() and latest(path) is None:
         raise ConfigError(f"{path}: no such run or checkpoint directory")
-    if latest(path / LAST) is not None:
-        path = path / LAST
     cfg, state, _ = load_checkpoint(path, map_location=device or "cpu")
     loop = EpisodeLoop(cfg, device=device, restoring=True)
     restore(loop, state, path)

@@ -55,6 +55,9 @@ def check_endpoint(url: str | None) -> str | None:
     """The S3 endpoint URL if it is http(s)://HOST[:PORT][/...], else a ConfigError."""
     if url is None:
         return None
+    if "@" in url.split("://", 1)[-1].split("/", 1)[0]:  # user:secret@host: never echoed
+        raise ConfigError("AWS_ENDPOINT_URL: credentials inside the URL are not accepted (give "
+                          "them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     try:
         parsed = urlparse(url)
     except ValueError:

@@ -68,6 +68,7 @@ class Killer:
         monkeypatch.setattr(Path, "write_text", write_text)
 
 
+@pytest.mark.slow  # about 30 resumed runs
 def test_a_kill_at_every_step_of_a_checkpoint_write_resumes_exactly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config("protonet", **{"train.iterations": 6, "train.checkpoint_every": 2,
@@ -178,3 +179,28 @@ def test_a_damaged_state_is_one_clear_error(tmp_path: Path, damage: str) -> None
         load_loop(run)
     assert "state.pt" in str(e.value) or "does not fit" in str(e.value)
     assert "weights_only=False" not in str(e.value)
+
+
+def test_the_library_resume_refuses_a_changed_config_too(tmp_path: Path) -> None:
+    """run.train(resume=True) itself keeps the guard, not only the CLI's resume_config."""
+    import dataclasses
+
+    run = tmp_path / "run"
+    cfg = tiny_config("protonet", **{"train.iterations": 2})
+    train(cfg, run)
+    changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=0.5),
+                                  train=dataclasses.replace(cfg.train, iterations=4))
+    with pytest.raises(ConfigError, match="optim.lr: a resumed run keeps"):
+        train(changed, run, resume=True)
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=4))
+    assert train(more, run, resume=True)["iteration"] == 4
+
+
+def test_a_checkpoint_directory_kept_only_as_its_predecessor_still_loads(tmp_path: Path) -> None:
+    from metagan.run import load_loop
+
+    run = tmp_path / "run"
+    train(tiny_config("protonet", **{"train.iterations": 2}), run)
+    os.replace(run / LAST, run / "checkpoints" / ".last.prev")  # killed between the renames
+    assert load_loop(run).iteration == 2
+    assert load_loop(run / LAST).iteration == 2

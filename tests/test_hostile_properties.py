@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metagan import storage
 from metagan.config import ConfigError, build_config
 
 from .conftest import tiny_data
@@ -28,19 +29,9 @@ names = st.one_of(st.text(min_size=0, max_size=120),
                   .map("".join))
 
 
-def storage_module():
-    """The storage layer, wherever it lives (it may move out of the Ray package)."""
-    try:
-        from metagan import storage
-    except ImportError:
-        from metagan.tune import storage  # type: ignore[no-redef]
-    return storage
-
-
 @settings(max_examples=400, deadline=None)
 @given(names)
 def test_a_name_is_accepted_exactly_when_safe_and_stays_inside_the_root(name: str) -> None:
-    storage = storage_module()
     local = storage.parse_storage("/srv/results")
     s3 = storage.parse_storage("s3://metagan/searches")
     safe = bool(SAFE.fullmatch(name)) and ".." not in name
@@ -66,7 +57,6 @@ prefixes = st.lists(st.one_of(st.from_regex(r"[A-Za-z0-9._=+-]{1,12}", fullmatch
 @settings(max_examples=400, deadline=None)
 @given(buckets, prefixes)
 def test_an_accepted_s3_uri_has_a_valid_bucket_and_a_plain_prefix(bucket: str, prefix: str) -> None:
-    storage = storage_module()
     uri = f"s3://{bucket}/{prefix}"
     try:
         parsed = storage.parse_storage(uri)

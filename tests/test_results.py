@@ -156,3 +156,27 @@ def test_missing_experiments_and_foreign_checkpoints_are_refused(store: Path, tm
     (store / "exp" / results.SPACE_FILE).write_text(yaml.safe_dump({"search": {"metric": 3}}))
     with pytest.raises(ConfigError, match="damaged"):
         Experiment.open(str(store), "exp")
+
+
+def test_a_checkpoint_uri_cannot_climb_out_of_its_experiment(store: Path, tmp_path: Path) -> None:
+    (store / "secret").mkdir()
+    (store / "secret" / "state.pt").write_text("not yours")
+    found = Experiment.open(str(store), "exp")
+    best = found.best().checkpoint
+    for uri in (f"{store}/exp/../secret", f"{best}/../../../secret", f"{store}/exp",
+                f"{store}/exp/{A}", f"{best}/state.pt"):
+        with pytest.raises(ConfigError, match="not a checkpoint of experiment 'exp'"):
+            found.download(uri, tmp_path / "dl")
+    assert not (tmp_path / "dl" / "state.pt").exists()
+
+
+@pytest.mark.parametrize("name, content", [("config.yaml", "model: [unclosed"),
+                                           ("params.json", "{not json"),
+                                           ("params.json", "[1, 2]")])
+def test_a_damaged_file_of_the_best_checkpoint_is_named(store: Path, name: str,
+                                                        content: str) -> None:
+    found = Experiment.open(str(store), "exp")
+    top = found.best()
+    (Path(top.checkpoint) / name).write_text(content)
+    with pytest.raises(ConfigError, match=f"{name}: damaged"):
+        Experiment.open(str(store), "exp").best()

@@ -82,3 +82,12 @@ def test_with_no_complete_checkpoint_left_tune_reports_the_missing_one(tmp_path:
     assert newest_stored_checkpoint(pafs.LocalFileSystem(), str(trial / "checkpoint_000001")) is None
     with pytest.raises(ValueError, match="does not exist on storage anymore"):
         LocalTrainable({"optim.lr": 0.001}).restore(_result(trial / "checkpoint_000001", 1))
+
+
+def test_a_half_deleted_checkpoint_restores_from_the_newest_complete_one(tmp_path: Path) -> None:
+    trial = tmp_path / "trial"
+    _checkpoints(LocalTrainable({"optim.lr": 0.001}), trial, 3)
+    (trial / "checkpoint_000002" / "state.pt").unlink()  # its deletion was under way
+    resumed = LocalTrainable({"optim.lr": 0.001})
+    resumed.restore(_result(trial / "checkpoint_000002", 3))
+    assert resumed.loop.iteration == 10 and resumed.iteration == 2  # checkpoint_000001's

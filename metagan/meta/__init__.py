@@ -8,7 +8,6 @@ from .base import (
     METHODS,
     REGISTRY,
     Diverged,
-    Generating,
     MetaLearner,
     Method,
     Phase,
@@ -17,7 +16,7 @@ from .base import (
     register_method,
 )
 
-__all__ = ["METHODS", "REGISTRY", "Diverged", "Generating", "MetaLearner", "Method", "Phase",
+__all__ = ["METHODS", "REGISTRY", "Diverged", "MetaLearner", "Method", "Phase",
            "PhaseOutput", "accuracy", "build_learner", "register_method"]
 
 

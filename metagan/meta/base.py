@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -135,16 +135,6 @@ class Method(nn.Module):
         the set instead ignore them), then draw n per set: [T, n, 1, H, W] in [0, 1] (when
         samples)."""
         raise NotImplementedError(f"{type(self).__name__} does not sample")
-
-
-@runtime_checkable
-class Generating(Protocol):
-    """A method with a `generate_for` (the sampling methods also have one for a single set).
-    isinstance() with it probes for the attribute: ask the declared `Method.samples` instead."""
-
-    def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        """n new drawings [n, 1, H, W] of the character in support [k, 1, H, W]."""
-        ...
 
 
 class MetaLearner(Method):

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import posixpath
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..results import (
     read_space,
     space_exists,
     space_path,
+    warn,
     write_space,
 )
 from ..space import (
@@ -312,7 +312,7 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
     """A finished ResultGrid's trials, and the best stored checkpoint as the results store
     ranks it (`Experiment.best`); the best reported value is kept beside it."""
     s = spec.search
-    found = Experiment(storage, name, on_damaged=_warn)
+    found = Experiment(storage, name, on_damaged=warn)
     ranked = {c.trial: c for c in found.ranking()}  # each trial's best stored checkpoint
     trials = []
     for r in grid:
@@ -345,9 +345,6 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
                         best_iteration=top.iteration, best_reported=reported["best"],
                         best_reported_trial=reported["trial_id"], trials=trials)
 
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def dry_run(spec: SearchSpec, samples: int = 3) -> str:

@@ -20,10 +20,10 @@ import torch
 from ray import tune
 from ray.train._internal.checkpoint_manager import _TrainingResult
 
-from ..checkpoint import COMPLETE, CONFIG_FILE, METRICS_FILE, STATE_FILE
+from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE, load_state
 from ..config import dump_yaml
 from ..loop import Diverged, EpisodeLoop
-from ..results import CHECKPOINT_DIR, PARAMS_FILE, SAMPLES_FILE
+from ..results import CHECKPOINT_DIR, CHECKPOINT_FILES, PARAMS_FILE, SAMPLES_FILE, is_file
 from ..runtime import tune_allocator
 from ..space import GRID, SearchSpec, cast_sample, flatten_sample
 from .dashboard import TrialGauges
@@ -34,10 +34,6 @@ TUNE_ITERATION = "training_iteration"
 log = logging.getLogger(__name__)
 
 
-def _is_file(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
 def newest_stored_checkpoint(fs: pafs.FileSystem, missing: str) -> str | None:
     """The newest complete checkpoint directory beside `missing` (a trial's checkpoint path)."""
     infos = fs.get_file_info(pafs.FileSelector(posixpath.dirname(missing), allow_not_found=True))
@@ -45,7 +41,7 @@ def newest_stored_checkpoint(fs: pafs.FileSystem, missing: str) -> str | None:
                      if info.type == pafs.FileType.Directory
                      and (m := CHECKPOINT_DIR.search(posixpath.basename(info.path))))
     for _, path in reversed(indexed):
-        if all(_is_file(fs, posixpath.join(path, name)) for name in COMPLETE):
+        if all(is_file(fs, posixpath.join(path, name)) for name in CHECKPOINT_FILES):
             return path
     return None
 
@@ -148,12 +144,13 @@ class EpisodeTrainable(tune.Trainable):
         ckpt = checkpoint_path.checkpoint if isinstance(checkpoint_path, _TrainingResult) else None
         if ckpt is not None and ckpt.filesystem is not None:
             fs = ckpt.filesystem
-            if fs.get_file_info(ckpt.path).type == pafs.FileType.NotFound:
+            # Gone, or half deleted (an S3 prefix is removed object by object).
+            if not all(is_file(fs, posixpath.join(ckpt.path, name)) for name in CHECKPOINT_FILES):
                 newer = newest_stored_checkpoint(fs, ckpt.path)
                 if newer is not None:
                     with fs.open_input_stream(posixpath.join(newer, METRICS_FILE)) as f:
                         stored = json.loads(f.read().decode())
-                    log.warning("checkpoint %s was rotated out after the last experiment snapshot; "
+                    log.warning("checkpoint %s is gone or incomplete (rotated out after the last snapshot); "
                                 "continuing from %s", ckpt.path, newer)
                     checkpoint_path = _TrainingResult(
                         checkpoint=tune.Checkpoint(newer, filesystem=fs),
@@ -165,7 +162,7 @@ class EpisodeTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
         """Continue exactly where the checkpoint stopped (tensors only: weights_only=True)."""
         d = Path(checkpoint_dir)
-        state = torch.load(d / STATE_FILE, map_location=self.loop.device, weights_only=True)
+        state = load_state(d / STATE_FILE, self.loop.device)  # a damaged file: one clear line
         self.loop.load_state_dict(state)
         metrics = d / METRICS_FILE
         self.last = json.loads(metrics.read_text()) if metrics.is_file() else {}
