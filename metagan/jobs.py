@@ -97,6 +97,7 @@ def submit(space: str | Path, address: str, storage: str, name: str | None = Non
     from .storage import check_name, check_storage, parse_storage
 
     name = check_name(name or f"search-{time.strftime('%Y%m%d-%H%M%S')}")
+    dashboard_url(address)                       # a malformed address fails before any network
     spec = load_spec(space, overrides)           # a bad space fails here, not on the cluster
     store = parse_storage(storage, spec.storage.outage_s)
     if not store.is_s3:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from metagan.cli import main
+from metagan.config import ConfigError
 from metagan.run import LAST, train
 
 from .conftest import tiny_config, tiny_data
@@ -359,3 +360,40 @@ def test_search_resume_refuses_arguments_it_would_ignore(place: Path, capsys, ex
     extra = [str(place / "space.yaml") if e == "SPACE" else e for e in extra]
     refused(place, capsys, ["search", *extra, "--resume", "old", "--storage",
                             str(place / "store")], 2, f"{words} cannot be applied")
+
+
+# The public Python API: the same refusals, as one exception whose message is one line.
+API_CASES = [
+    ("best_result", ("../x", "STORE"), "experiment name"),
+    ("best_result", ("x;id", "STORE"), "experiment name"),
+    ("best_result", ("ok", "s3://Bad_Bucket/x"), "not a valid bucket name"),
+    ("best_result", ("ok", "gs://b/x"), "expected s3://bucket/prefix"),
+    ("best_result", ("nope", "STORE"), "no experiment 'nope'"),
+    ("best_result", ("ok", "STORE/missing-dir"), "no such directory"),
+    ("list_experiments", ("STORE/missing-dir",), "no such directory"),
+    ("list_experiments", ("s3://[",), "not a URI"),
+    ("download_checkpoint", ("a/b", "STORE"), "experiment name"),
+    ("load_best_model", ("..", "STORE"), "experiment name"),
+    ("load_best_model", ("nope", "STORE"), "no experiment 'nope'"),
+    ("submit", ("SPACE", "http://127.0.0.1:1", "s3://metagan/x", "x;id"), "--name"),
+    ("submit", ("SPACE", "http://127.0.0.1:1", "/local/dir", "ok"), "needs s3://"),
+    ("submit", ("SPACE", "ftp://h:1", "s3://metagan/x", "ok"), "--address"),
+    ("status", ("job", "http://h:notaport"), "--address"),
+]
+
+
+@pytest.mark.parametrize("function, args, words", API_CASES,
+                         ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(API_CASES)])
+def test_the_api_refuses_with_one_clear_line(place: Path, function: str, args: tuple,
+                                             words: str) -> None:
+    from metagan import api
+    from metagan.storage import StorageError
+    from metagan.tune.cluster import ClusterError
+
+    real = [str(place / "space.yaml") if a == "SPACE" else
+            a.replace("STORE", str(place / "store")) for a in args]
+    before = snapshot(place)
+    with pytest.raises((ConfigError, StorageError, ClusterError)) as e:
+        getattr(api, function)(*real)
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert snapshot(place) == before
