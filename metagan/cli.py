@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError
+from .config import Config, ConfigError
 from .data import DataError
 
 # Packages of the optional extras (pyproject.toml), for the message when one is missing.
@@ -51,15 +51,13 @@ def _train(args: argparse.Namespace) -> int:
 
     def on_step(m: dict) -> None:
         if not bars:
-            bars.append(tqdm(total=cfg.train.iterations, desc=cfg.meta.algorithm, unit="it",
+            bars.append(tqdm(total=cfg.train.iterations, desc=run_label(cfg), unit="it",
                              disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
         if bar.n == 0 and m["iteration"] > 1:
             bar.update(m["iteration"] - 1)
         bar.update(1)
-        bar.set_postfix(loss=f"{m.get('loss', float('nan')):.3f}",
-                        acc=f"{m.get('accuracy', float('nan')):.3f}",
-                        tasks_s=f"{m['tasks_per_s']:.0f}", refresh=False)
+        bar.set_postfix(progress_fields(m), refresh=False)
 
     try:
         result = train(cfg, out, resume=bool(args.resume), on_step=on_step)
@@ -74,6 +72,27 @@ def _train(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     print(f"run written to {out}")
     return 0
+
+
+# Bookkeeping fields every step reports; the progress bar shows the method's own metrics.
+_BOOKKEEPING = {"iteration", "lr", "tasks_per_s", "wall_s"}
+
+
+def run_label(cfg: Config) -> str:
+    """What the progress bar calls a run: the method, and the meta-learner where it has one."""
+    from .methods import method_of
+
+    if cfg.method == "meta":
+        return cfg.meta.algorithm
+    return f"{cfg.method}+{cfg.meta.algorithm}" if method_of(cfg).needs_learner else cfg.method
+
+
+def progress_fields(metrics: dict[str, float], most: int = 4) -> dict[str, str]:
+    """The method's own metrics of one step (not gradient norms), then tasks/s, for the bar."""
+    own = [k for k in metrics if k not in _BOOKKEEPING and not k.endswith("grad_norm")]
+    fields = {k: f"{metrics[k]:.3f}" for k in own[:most]}
+    fields["tasks_s"] = f"{metrics['tasks_per_s']:.0f}"
+    return fields
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -91,3 +91,23 @@ def test_a_half_deleted_checkpoint_restores_from_the_newest_complete_one(tmp_pat
     resumed = LocalTrainable({"optim.lr": 0.001})
     resumed.restore(_result(trial / "checkpoint_000002", 3))
     assert resumed.loop.iteration == 10 and resumed.iteration == 2  # checkpoint_000001's
+
+
+def test_a_diverged_trial_reports_the_worst_value_and_keeps_its_last_good_one() -> None:
+    spec = parse_spec({"base": tiny_data("maml", **{"train.iterations": 40, "meta.inner_lr": 1e12}),
+                       "space": {"optim.lr": {"choice": [0.001]}},
+                       "trial": {"iterations_per_step": 1, "eval_episodes": 4},
+                       "scheduler": {"name": "none"}})
+
+    class Diverging(EpisodeTrainable):
+        def setup(self, config):
+            super().setup(config, spec=spec)
+
+    trial = Diverging({"optim.lr": 0.001})
+    reports = []
+    while not reports or not reports[-1].get("done"):
+        reports.append(trial.train())
+    last = reports[-1]
+    assert last["diverged"] == 1 and last["val_accuracy"] == 0.0  # the worst, for a max metric
+    good = [r["val_accuracy"] for r in reports[:-1]]
+    assert good and last["last_good_val_accuracy"] == good[-1]  # it ran a while first

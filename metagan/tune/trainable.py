@@ -103,9 +103,11 @@ class EpisodeTrainable(tune.Trainable):
         except Diverged as e:
             self.loop_s += time.perf_counter() - start
             metric, mode = self.spec.search.metric, self.spec.search.mode
+            # The searcher sees the worst value, so it does not keep sampling near a
+            # configuration that blew up; the last good value stays on record beside it.
             return {**self.last, "iteration": self.loop.iteration + 1, "diverged": 1,
-                    "reason": str(e), metric: self.last.get(metric, worst_value(mode)),
-                    "done": True}
+                    "reason": str(e), metric: worst_value(mode),
+                    f"last_good_{metric}": self.last.get(metric), "done": True}
         means = {k: v / n for k, v in sums.items() if k != "iteration"}
         val = self.loop.evaluate("val", self.spec.trial.eval_episodes)
         self.loop_s += time.perf_counter() - start
