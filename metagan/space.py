@@ -53,7 +53,7 @@ class SearchConfig:
     algorithm: str = "hyperopt"
     metric: str = "val_accuracy"
     mode: str = "max"
-    num_samples: int = 8
+    num_samples: int | None = None   # None: 8 trials (hyperopt, random) or 1 per grid point
     max_concurrent: int = 2
     seed: int = 0
     initial_points: int = 4          # TPE draws this many at random before modelling
@@ -135,6 +135,13 @@ class SearchSpec:
     def shortest(self) -> int:
         """Meta-iterations of the shortest trial of the space."""
         return min(self.config_for(p).train.iterations for p in check_points(self))
+
+    @property
+    def samples(self) -> int:
+        """Trials to run (hyperopt, random), or repeats of every point (grid)."""
+        if self.search.num_samples is not None:
+            return self.search.num_samples
+        return 1 if self.search.algorithm == "grid" else 8
 
     @property
     def checkpoint_frequency(self) -> int:
@@ -285,6 +292,17 @@ def _corner_points(params: tuple) -> list[dict[str, Any]]:
     return points
 
 
+def grid_trials(spec: SearchSpec) -> list[dict[str, Any]]:
+    """Every trial of a grid search: each point, repeated `spec.samples` times with its own
+    training seed (base seed, +1, ...: recorded in the trial's params), unless the space
+    searches train.seed itself. Identical repeats would only measure nothing twice."""
+    points = grid_points(spec.params)
+    if any(p.key == "train.seed" for p in spec.params):
+        return points * spec.samples
+    base = int(spec.base["train"]["seed"])
+    return [{**point, "train.seed": base + r} for r in range(spec.samples) for point in points]
+
+
 def grid_points(params: tuple) -> list[dict[str, Any]]:
     """Every assignment of a grid space (the product of all grid values)."""
     keys = [p.key for p in params]
@@ -353,7 +371,7 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"search.algorithm: {s.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     if s.mode not in ("min", "max"):
         raise ConfigError(f"search.mode: expected min or max, got {s.mode!r}")
-    for where, v in (("search.num_samples", s.num_samples), ("search.max_concurrent", s.max_concurrent),
+    for where, v in (("search.num_samples", spec.samples), ("search.max_concurrent", s.max_concurrent),
                      ("trial.iterations_per_step", tr.iterations_per_step),
                      ("trial.eval_episodes", tr.eval_episodes), ("checkpoint.keep", spec.checkpoint.keep)):
         if v < 1:

@@ -438,6 +438,9 @@ def test_other_search_algorithms_and_schedulers(tmp_path: Path, s3: dict, ray_cl
     assert len(trials_run) == (4 if algorithm == "grid" else 2)  # grid: 2 points x 2 samples
     if algorithm == "grid":
         assert sorted({t["params"]["optim.lr"] for t in trials_run}) == [0.001, 0.01]
+        # The two repeats of each point are different runs: their own seeds, recorded.
+        assert sorted((t["params"]["optim.lr"], t["params"]["train.seed"]) for t in trials_run) == [
+            (0.001, 0), (0.001, 1), (0.01, 0), (0.01, 1)]
     assert all(t["error"] is None for t in trials_run)
     # The best is the best stored checkpoint (PBT keeps each trial's newest `keep`, so a better
     # report's checkpoint may be gone): never above the best report, and held by its metrics.json.

@@ -193,3 +193,23 @@ def test_cli_dry_run_and_errors(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(space(**{"space/optim.lr": {"uniform": [1, 0]}})))
     r = run_cli("search", str(bad))  # fails in validation, before Ray would start
     assert r.returncode == 2 and "space.optim.lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_grid_repeats_each_get_their_own_recorded_seed() -> None:
+    from metagan.space import grid_trials
+
+    grid = space(**{"search/algorithm": "grid", "search/num_samples": None,
+                    "space/optim.lr": {"grid": [0.001, 0.01]}, "space/model.hidden": {"grid": [8]},
+                    "base/train/seed": 7})
+    spec = parse_spec(grid)
+    assert spec.samples == 1  # the grid default: one trial per point
+    assert [t["train.seed"] for t in grid_trials(spec)] == [7, 7]
+    three = parse_spec({**grid, "search": {**grid["search"], "num_samples": 3}})
+    trials = grid_trials(three)
+    assert len(trials) == 6 and len({(t["optim.lr"], t["train.seed"]) for t in trials}) == 6
+    assert sorted(t["train.seed"] for t in trials if t["optim.lr"] == 0.01) == [7, 8, 9]
+    assert all(three.config_for(t).train.seed == t["train.seed"] for t in trials)
+    # A space that searches the seed itself is repeated as it is.
+    seeded = {**grid, "space": {**grid["space"], "train.seed": {"grid": [1, 2]}}}
+    assert len(grid_trials(parse_spec(seeded))) == 4
+    assert parse_spec(space(**{"search/num_samples": None})).samples == 8  # hyperopt default

@@ -30,7 +30,7 @@ from ..space import (
     SearchSpec,
     cast_sample,
     flatten_sample,
-    grid_points,
+    grid_trials,
     parse_spec,
 )
 from ..storage import Storage, StorageError, check_name, check_storage, parse_storage
@@ -115,15 +115,14 @@ def _search_alg(spec: SearchSpec):
     from ray.tune.search.hyperopt import HyperOptSearch
 
     s = spec.search
-    if s.algorithm == "grid":
-        points = grid_points(spec.params)
+    if s.algorithm == "grid":  # every repeat is a point of its own, with its own seed
         return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
-                {GRID: tune.grid_search(points)})
+                {GRID: tune.grid_search(grid_trials(spec))})
     if spec.scheduler.name == "pbt":  # PBT takes no search algorithm: Tune's own random draws
         return (BasicVariantGenerator(max_concurrent=s.max_concurrent, random_state=s.seed),
                 tune_space(spec.params))
     # Random search is hyperopt's own: TPE draws from the prior for its initial points.
-    initial = s.num_samples if s.algorithm == "random" else s.initial_points
+    initial = spec.samples if s.algorithm == "random" else s.initial_points
     # A native space (conditional choices): metric and mode must be given here as well.
     alg = HyperOptSearch(space=hyperopt_space(spec.params), metric=s.metric, mode=s.mode,
                          points_to_evaluate=[dict(p) for p in s.points_to_evaluate] or None,
@@ -287,7 +286,7 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
                 metric=s.metric, mode=s.mode, search_alg=search_alg,
                 scheduler=_scheduler(spec), reuse_actors=True,
                 time_budget_s=s.time_budget_s or None,
-                num_samples=s.num_samples if s.algorithm != "grid" else max(1, s.num_samples)),
+                num_samples=spec.samples if s.algorithm != "grid" else 1),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.storage_path,
                 storage_filesystem=storage.filesystem, verbose=verbose, callbacks=callbacks,
@@ -355,7 +354,7 @@ def dry_run(spec: SearchSpec, samples: int = 3) -> str:
 
     rng = random.Random(spec.search.seed)
     out = [yaml.safe_dump({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=False)]
-    points = grid_points(spec.params)[:samples] if spec.search.algorithm == "grid" else [
+    points = grid_trials(spec)[:samples] if spec.search.algorithm == "grid" else [
         sample_point(spec.params, rng) for _ in range(samples)]
     for i, point in enumerate(points):
         cfg = spec.config_for(point)  # validated like a trial's
