@@ -1,7 +1,7 @@
 """The `metagan` command line: thin subcommands over the library.
 
-Exit codes: 2 bad input (config, space, arguments), 3 a diverged run, 4 storage unusable,
-5 cluster unreachable or refusing.
+Exit codes: 1 a search whose every trial failed, 2 bad input (config, space, arguments),
+3 a diverged run, 4 storage unusable, 5 cluster unreachable or refusing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .data import DataError
 
 # Packages of the optional extras (pyproject.toml), for the message when one is missing.
 EXTRA_OF = {"ray": "search", "hyperopt": "search", "matplotlib": "report"}
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
@@ -386,9 +387,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:
+        from .results import SearchFailed
         from .storage import StorageError
         from .tune.cluster import ClusterError
 
+        if isinstance(e, SearchFailed):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
         if isinstance(e, ClusterError):
             print(f"error: {e}", file=sys.stderr)
             return EXIT_CLUSTER

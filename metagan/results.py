@@ -59,6 +59,10 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+class SearchFailed(RuntimeError):
+    """No trial of a search reported its metric (every trial failed)."""
+
+
 class NoExperiment(ConfigError):
     """No stored space under that name: not an experiment of this storage."""
 

@@ -336,6 +336,20 @@ def _read_base(raw: Any, source: Path | None) -> dict[str, Any]:
     raise ConfigError("base: expected a config file path or a config mapping")
 
 
+# Paths a trial opens. Tune runs each trial in a directory of its own (and a cluster job on
+# another machine), so a path relative to where `metagan search` started would break every trial.
+PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("gan", "feature_model"))
+
+
+def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
+    """The base config with its relative paths made absolute (from the current directory)."""
+    for section, key in PATH_KEYS:
+        value = base[section][key]
+        if isinstance(value, str) and "://" not in value:
+            base[section][key] = str(Path(value).expanduser().resolve())
+    return base
+
+
 def parse_spec(data: dict[str, Any], source: Path | None = None,
                overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Validate a whole space file (already read as YAML); every error is a ConfigError."""
@@ -352,7 +366,7 @@ def parse_spec(data: dict[str, Any], source: Path | None = None,
     fixed.update({k: v for k, v in overrides.items() if k not in space_over})
     base_data = apply_overrides(_read_base(data["base"], source), fixed)
     base_cfg = build_config(base_data)   # the base alone must be a valid run
-    base = dataclasses.asdict(base_cfg)
+    base = _absolute_paths(dataclasses.asdict(base_cfg))
 
     raw_space = data.get("space") or {}
     if not isinstance(raw_space, dict):

@@ -459,3 +459,28 @@ def test_a_trial_no_node_can_run_is_refused_not_left_pending(tmp_path: Path, s3:
     assert "largest node of the cluster has 2 CPU and 0 GPU" in r.stderr
     assert "Traceback" not in r.stderr  # (and it ended: pending forever would hit the timeout)
     assert not [k for k in keys(s3, "gpu-root/gpu/") if "EpisodeTrainable" in k]
+
+
+def test_a_relative_data_root_runs_every_trial(tmp_path: Path, s3: dict, ray_cluster: str,
+                                               image_folder: Path) -> None:
+    """Tune runs trials in directories of their own: the driver makes data paths absolute."""
+    space = write_space(tmp_path / "space.yaml", iterations=10, samples=2, scheduler="none",
+                        step=5)
+    data = yaml.safe_load(space.read_text())
+    data["base"]["data"] = {"source": "folder", "root": image_folder.name, "rotations": False,
+                            "val_groups": 2, "test_groups": 2}
+    space.write_text(yaml.safe_dump(data))
+    # 5-way tasks cannot come from 2 meta-val classes: refused before Ray, not in every trial.
+    r = subprocess.run(search_cmd(space, "relative", ray_cluster), capture_output=True,
+                       text=True, timeout=300, cwd=image_folder.parent)
+    assert r.returncode == 2 and "task.ways: 5-way tasks need 5 classes but meta-val has 2" in \
+        r.stderr, r.stderr[-2000:]
+    data["base"]["task"]["ways"] = 2
+    space.write_text(yaml.safe_dump(data))
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, "relative", ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=image_folder.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["trials"]) == 2
+    assert all(t["error"] is None and t["iteration"] == 10 for t in result["trials"]), result

@@ -213,3 +213,16 @@ def test_grid_repeats_each_get_their_own_recorded_seed() -> None:
     seeded = {**grid, "space": {**grid["space"], "train.seed": {"grid": [1, 2]}}}
     assert len(grid_trials(parse_spec(seeded))) == 4
     assert parse_spec(space(**{"search/num_samples": None})).samples == 8  # hyperopt default
+
+
+def test_relative_data_paths_become_absolute_before_any_trial(tmp_path: Path, image_folder: Path,
+                                                              monkeypatch) -> None:
+    """Tune runs each trial in its own directory: a path relative to the driver's would break."""
+    monkeypatch.chdir(image_folder.parent)
+    data = space(**{"base/data": {"source": "folder", "root": image_folder.name, "rotations": False,
+                                  "val_groups": 2, "test_groups": 2}})
+    spec = parse_spec(data)
+    assert spec.base["data"]["root"] == str(image_folder.resolve())
+    monkeypatch.chdir(tmp_path)  # elsewhere, as a trial is: the config still finds its data
+    for point in ({"optim.lr": 1e-3, "model.hidden": 8},):
+        assert Path(spec.config_for(point).data.root).is_dir()

@@ -18,6 +18,7 @@ from ..results import (
     TRIAL_NAME,
     Experiment,
     NoExperiment,
+    SearchFailed,
     read_space,
     space_exists,
     space_path,
@@ -29,6 +30,7 @@ from ..space import (
     VALUE,
     SearchSpec,
     cast_sample,
+    check_points,
     flatten_sample,
     grid_trials,
     parse_spec,
@@ -255,6 +257,19 @@ def check_resources(spec: SearchSpec) -> None:
                        "start such a node first)")
 
 
+def check_data_fits(spec: SearchSpec) -> None:
+    """ConfigError unless every checked point's tasks fit its data splits (loaded once each)."""
+    from ..data import load_splits
+    from ..loop import check_task_fits
+
+    splits = {}
+    for point in check_points(spec):
+        cfg = spec.config_for(point)
+        if cfg.data not in splits:
+            splits[cfg.data] = load_splits(cfg.data)
+        check_task_fits(cfg, splits[cfg.data])
+
+
 def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | None = None,
                address: str | None = None, resume: bool = False, verbose: int = 1) -> SearchResult:
     """Run (or, with `resume`, continue) a search; return the best trial."""
@@ -268,6 +283,8 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
     if not resume and space_exists(storage, name):  # never mix a new search into a stored one
         raise ConfigError(f"experiment {name!r} already exists in {storage.uri}: continue it "
                           f"with --resume {name}, or choose another --name")
+    if not resume:
+        check_data_fits(spec)  # a task the data cannot supply fails here, not in every trial
     _init_ray(address)
     check_resources(spec)
     trainable = _trainable(spec, name)
@@ -314,8 +331,9 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
     found = Experiment(storage, name, on_damaged=warn)
     ranked = {c.trial: c for c in found.ranking()}  # each trial's best stored checkpoint
     trials = []
+    errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error]
     for r in grid:
-        if r.metrics is None:
+        if not r.metrics or r.config is None:  # failed before its first report
             continue
         params = cast_sample(spec.params, flatten_sample(r.config.get(GRID, r.config)))
         history = r.metrics_dataframe
@@ -332,12 +350,13 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
                        "best_stored": stored.value(s.metric) if stored else None})
     scored = [t for t in trials if not math.isnan(t["best"])]
     if not scored:
-        raise RuntimeError(f"search {name}: no trial reported {s.metric}")
+        why = f"; a trial's error: {errors[0][:300]}" if errors else ""
+        raise SearchFailed(f"search {name}: no trial reported {s.metric}{why}")
     reported = (max if s.mode == "max" else min)(scored, key=lambda t: t["best"])
     try:
         top = found.best()
     except ConfigError as e:
-        raise RuntimeError(f"search {name}: {e}") from None
+        raise SearchFailed(f"search {name}: {e}") from None
     return SearchResult(name=name, experiment=found.uri, metric=top.metric, mode=top.mode,
                         best_value=top.value, best_params=top.params, best_config=top.config,
                         best_checkpoint=top.checkpoint, best_trial=top.trial_id,
