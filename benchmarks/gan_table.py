@@ -1,13 +1,37 @@
-"""GAN x meta-learning results at equal wall budget, written as a Markdown table.
+"""GAN x meta-learning at equal meta-learner updates, over training seeds, on shared episodes.
 
-1. ProtoNet and first-order MAML with and without DAGAN augmentation, and MetaGAN against its
-   plain meta-learner: 5-way 1-shot accuracy on the meta-test alphabets (600 episodes, 95% CI).
-   Every run gets the same wall-clock budget of training (GAN pre-training included).
-2. The meta-learned GAN (configs/fewshot_gan.yaml): Frechet distance, conditional fidelity and
-   diversity on unseen characters after 0, 1, 5 and 20 adaptation steps on 5 drawings, beside
-   a generator that was never meta-trained (same steps) and real drawings.
+1. Classification: ProtoNet and first-order MAML with and without DAGAN augmentation, and
+   MetaGAN beside its plain FOMAML. Every row trains its config (configs/*.yaml) for the same
+   number of meta-learner updates (`EpisodeLoop.updates` of the phase that updates the
+   learner: "meta", or MetaGAN's "D"), once per training seed (`train.seed`). DAGAN's GAN
+   pre-training (configs/dagan.yaml, `gan.pretrain_steps` G/D updates) runs once per seed
+   before, is timed apart, and its G and D are given to both +DAGAN rows, whose meta-learner
+   then starts at update 0 with the same initial weights and the same training tasks as the
+   plain learner of that seed (MetaGAN, too, trains on FOMAML's task sequence). Evaluation is
+   non-transductive (`model.batch_norm: support`, every config's default).
 
-    python benchmarks/gan_table.py --budget 240 --out BENCHMARKS.md --grid docs/fewshot_gan_grid.png
+   Pairing: the meta-test tasks of a seed (5-way 1-shot, --queries per class) are drawn once,
+   from a TaskSampler seeded as `EpisodeLoop.evaluate` seeds it (train.seed + the test offset)
+   in fixed chunks, and the same Episode tensors are scored by every method; `loop.evaluate`
+   itself cannot pair them, since its tasks depend on each config's meta_batch and queries.
+   Reported: per method the mean and sd over seeds of the per-seed accuracy, and per pair
+   (ProtoNet vs ProtoNet+DAGAN, FOMAML vs FOMAML+DAGAN, FOMAML vs MetaGAN) the mean
+   difference with a paired t-test over all (seed, episode) pairs, and a t interval over the
+   per-seed mean differences (which also carries the training-seed variance).
+
+2. Generation on unseen characters (configs/fewshot_gan.yaml): the meta-learned GAN after
+   0/1/5/20 adaptation steps on gan.eval_shots drawings, beside the same G never trained, a GAN
+   trained on all meta-train drawings pooled and fine-tuned by the same steps, DAGAN's and
+   MetaGAN's generators, the support drawings under random affine jitter and real held-out
+   drawings (real_baseline); per-character metrics of evaluate_generation, on the same
+   characters for every row of a seed, mean and sd over seeds.
+
+Raw results (per seed, per method, per-episode accuracies) go to --out as raw.json (rewritten
+after every seed) and summary.json; the Markdown table to stdout and --markdown.
+
+    python benchmarks/gan_table.py --updates 600 --seeds 0 1 2 --episodes 600 --grid \\
+        --markdown docs/results/gan_table/table.md
+    python benchmarks/gan_table.py --quick --threads 1     # a smoke run
 """
 
 from __future__ import annotations
@@ -15,137 +39,456 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import platform
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 
-from metagan.config import build_config, read_yaml
-from metagan.data import load_splits
-from metagan.gan.evaluation import character_sets, evaluate_generation, real_baseline
+from metagan.config import Config, build_config, read_yaml, to_dict
+from metagan.data import Splits, load_splits
+from metagan.data.episodes import Episode, TaskSampler, random_affine
+from metagan.gan.evaluation import (
+    Sampler,
+    character_sets,
+    evaluate_generation,
+    metric_embedding,
+    real_baseline,
+    validate_embedding,
+)
+from metagan.gan.fewshot import FewShotGan
 from metagan.gan.grid import save_grid
-from metagan.loop import EpisodeLoop
+from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
+from metagan.meta import Method
+from metagan.methods import GENERATION_KEYS
 from metagan.runtime import tune_allocator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS = (0, 1, 5, 20)
+EVAL_CHUNK = 50  # meta-test tasks drawn (and scored) per batch: fixed, so tasks never depend on it
+METHODS: dict[str, tuple[str, str | None]] = {  # name: (base config, GAN method or None)
+    "ProtoNet": ("protonet", None),
+    "ProtoNet+DAGAN": ("protonet", "dagan"),
+    "FOMAML": ("fomaml", None),
+    "FOMAML+DAGAN": ("fomaml", "dagan"),
+    "MetaGAN": ("fomaml", "metagan"),
+}
+PAIRS = (("ProtoNet+DAGAN", "ProtoNet"), ("FOMAML+DAGAN", "FOMAML"), ("MetaGAN", "FOMAML"))
 
 
-def variant(base: str, method: str | None = None) -> dict:
-    """A base config, optionally turned into a GAN method with that method's gan settings."""
+# -- configs and training ---------------------------------------------------------------------------
+def variant(base: str, method: str | None, seed: int, pretrain: int) -> Config:
+    """A base config for training seed `seed`, optionally turned into a GAN method with that
+    method's gan settings (DAGAN's pre-training length set to `pretrain`)."""
     data = copy.deepcopy(read_yaml(CONFIGS / f"{base}.yaml"))
     if method is not None:
         data["method"] = method
         data["gan"] = read_yaml(CONFIGS / f"{method}.yaml")["gan"]
-    data["train"]["iterations"] = 10**6  # the wall budget ends the run
-    data["train"]["eval_every"] = 0
-    return data
+    if data.get("method") == "dagan":
+        data["gan"]["pretrain_steps"] = pretrain
+    data["train"]["seed"] = seed
+    data["schedule"]["eval_every"] = 0
+    return build_config(data)
 
 
-def train_for(data: dict, budget: float, splits) -> tuple[EpisodeLoop, float]:
-    """Meta-train for `budget` seconds of wall time; return the loop and the seconds used."""
-    loop = EpisodeLoop(build_config(data), splits=splits)
+def splits_for(cfg: Config, cache: dict[str, Splits]) -> Splits:
+    """The splits of a config's data, loaded once per data section (affine jitter aside)."""
+    key = json.dumps({k: v for k, v in to_dict(cfg.data).items() if k != "affine_augment"},
+                     sort_keys=True)
+    if key not in cache:
+        cache[key] = load_splits(cfg.data)
+    return cache[key]
+
+
+def learner_phase(loop: EpisodeLoop) -> str:
+    """The phase that updates the meta-learner (MetaGAN's "D"; a learner-less method's main)."""
+    if loop.learner is None:
+        return loop.main_phase()
+    ids = {id(p) for p in loop.learner.parameters()}
+    return next(p.name for p in loop.phases if {id(q) for q in p.params} == ids)
+
+
+def train_updates(loop: EpisodeLoop, updates: int) -> float:
+    """Step until the meta-learner phase has made `updates` updates; return the seconds used."""
+    phase, start = learner_phase(loop), time.perf_counter()
+    while loop.updates[phase] < updates:
+        loop.step()
+    return time.perf_counter() - start
+
+
+def pretrain_dagan(seed: int, steps: int, cache: dict[str, Splits]) -> tuple[EpisodeLoop, float]:
+    """DAGAN's G and D (configs/dagan.yaml) after `steps` pre-training iterations: (loop, s)."""
+    cfg = variant("dagan", None, seed, steps)
+    if cfg.gan.schedule != "frozen":
+        raise SystemExit("gan_table: DAGAN's G is shared between rows only with gan.schedule: frozen")
+    loop = EpisodeLoop(cfg, splits=splits_for(cfg, cache))
     start = time.perf_counter()
-    while time.perf_counter() - start < budget:
+    for _ in range(steps):
         loop.step()
     return loop, time.perf_counter() - start
 
 
-def fmt_acc(res: dict) -> str:
-    return f"{100 * res['accuracy']:.1f} ± {100 * res['ci95']:.1f}"
+def attach_gan(loop: EpisodeLoop, pretrained: EpisodeLoop) -> None:
+    """Give a DAGAN row the pre-trained G and D (and noise state) and start its meta phase:
+    its sampler and learner are untouched, so it trains on the plain learner's task sequence."""
+    gan = {k: v for k, v in pretrained.method.state_dict().items() if not k.startswith("learner.")}
+    loop.method.load_state_dict({**loop.method.state_dict(), **gan})
+    steps = pretrained.iteration
+    assert loop.cfg.gan.pretrain_steps == steps
+    loop.iteration = steps  # the frozen schedule's GAN phases are over, the meta phase runs
+    loop.updates.update(D=steps, G=steps)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget", type=float, default=240.0, help="training seconds per run")
-    p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--characters", type=int, default=20)
-    p.add_argument("--out", default="BENCHMARKS.md")
-    p.add_argument("--grid", default="docs/fewshot_gan_grid.png")
-    p.add_argument("--json", default=None, help="also write raw results here")
-    args = p.parse_args()
-    tune_allocator()
+# -- paired evaluation ------------------------------------------------------------------------------
+def shared_episodes(splits: Splits, seed: int, episodes: int, queries: int) -> list[Episode]:
+    """The meta-test tasks of a training seed, drawn once and scored by every method."""
+    sampler = TaskSampler(splits.test, 5, 1, queries, seed + SPLIT_SEED_OFFSET["test"])
+    return [sampler.sample(min(EVAL_CHUNK, episodes - i)) for i in range(0, episodes, EVAL_CHUNK)]
 
-    runs = [
-        ("ProtoNet", variant("protonet")),
-        ("ProtoNet + DAGAN", variant("protonet", "dagan")),
-        ("FOMAML", variant("fomaml")),
-        ("FOMAML + DAGAN", variant("fomaml", "dagan")),
-        ("MetaGAN (FOMAML + generator)", variant("fomaml", "metagan")),
-    ]
-    splits = load_splits(build_config(runs[0][1]).data)
-    rows, raw = [], {}
-    for name, data in runs:
-        loop, used = train_for(data, args.budget, splits)
-        res = loop.evaluate("test", args.episodes, ways=5)
-        raw[name] = {**res, "iterations": loop.iteration, "train_s": used}
-        rows.append(f"| {name} | {loop.iteration} | {used:.0f} | {fmt_acc(res)} |")
-        print(rows[-1], flush=True)
 
-    # The meta-learned GAN, and the same generator never meta-trained.
-    fs_data = variant("fewshot_gan")
-    fs_loop, fs_used = train_for(fs_data, args.budget, load_splits(build_config(fs_data).data))
-    cfg = fs_loop.cfg
-    fresh = EpisodeLoop(cfg, splits=fs_loop.splits)  # same seed, same init, no meta-training
-    gen_rows = []
-    for label, loop in (("meta-learned", fs_loop), ("not meta-trained", fresh)):
+@torch.no_grad()
+def episode_accuracies(loop: EpisodeLoop, episodes: list[Episode], seed: int) -> list[float]:
+    """Query accuracy per episode, as EpisodeLoop.evaluate scores (same rng seeding)."""
+    rng = torch.Generator().manual_seed(seed + SPLIT_SEED_OFFSET["test"] + 1)
+    accs = []
+    for ep in episodes:
+        with torch.enable_grad():  # MAML-style learners differentiate while adapting
+            accs.append(loop.method.task_accuracy(ep, rng).cpu())
+    return torch.cat(accs).tolist()
+
+
+def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Splits],
+                       dagan: EpisodeLoop | None) -> tuple[dict[str, Any], dict[str, EpisodeLoop]]:
+    """Train every asked method for args.updates learner updates; score the shared episodes."""
+    out: dict[str, Any] = {}
+    loops: dict[str, EpisodeLoop] = {}
+    episodes: list[Episode] | None = None
+    for name in args.methods:
+        base, method = METHODS[name]
+        cfg = variant(base, method, seed, args.pretrain_steps)
+        splits = splits_for(cfg, cache)
+        episodes = episodes or shared_episodes(splits, seed, args.episodes, args.queries)
+        loop = EpisodeLoop(cfg, splits=splits)
+        if method == "dagan":
+            assert dagan is not None
+            attach_gan(loop, dagan)
+        train_s = train_updates(loop, args.updates)
+        accs = episode_accuracies(loop, episodes, seed)
+        out[name] = {"updates": loop.updates[learner_phase(loop)], "iterations": loop.iteration,
+                     "train_s": train_s, "accuracy": float(np.mean(accs)),
+                     "episode_accuracies": accs}
+        loops[name] = loop
+        print(f"  seed {seed} {name}: {100 * out[name]['accuracy']:.1f}% after "
+              f"{out[name]['updates']} updates, {train_s:.0f} s", flush=True)
+    return out, loops
+
+
+# -- generation -------------------------------------------------------------------------------------
+def train_pooled_gan(cfg: Config, splits: Splits, updates: int) -> tuple[FewShotGan, float]:
+    """FewShotGan's G and D (same initial weights as the meta-learned pair of the seed) trained
+    as one plain GAN on batches of all meta-train drawings pooled, for `updates` D+G updates."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        gan = FewShotGan.build(cfg, None)
+        assert isinstance(gan, FewShotGan)
+    g, t = cfg.gan, cfg.task
+    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=g.d_lr, betas=(g.beta1, g.beta2))
+    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=g.g_lr, betas=(g.beta1, g.beta2))
+    images = torch.from_numpy(splits.train.images).float().div(255).unsqueeze(1)
+    batch = t.meta_batch * t.ways * (t.shots + t.queries)  # the drawings of one meta-iteration
+    rng = torch.Generator().manual_seed(cfg.train.seed)
+    start = time.perf_counter()
+    for _ in range(updates):
+        real = images[torch.randint(len(images), (batch,), generator=rng)]
+        z = torch.randn(batch, g.z_dim, generator=rng)
+        fake = gan.generator(z)
+        d_loss = gan.d_loss(gan.discriminator(real), gan.discriminator(fake.detach()))
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = gan.g_loss(gan.discriminator(fake))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    return gan, time.perf_counter() - start
+
+
+RowSampler = Callable[[torch.Generator], Sampler]  # a generation row: its rng -> its sampler
+
+
+def adapting(method: Method, steps: int) -> RowSampler:
+    """Row: a method's adapt_and_sample with `steps` adaptation steps."""
+    return lambda rng: lambda support, n: method.adapt_and_sample(support, n, steps, rng)
+
+
+def jitter(rng: torch.Generator) -> Sampler:
+    """Sampler: the support drawings, cycled and each randomly jittered (rotation/scale/shift)."""
+
+    def sample(support: torch.Tensor, n: int) -> torch.Tensor:
+        t, k = support.shape[:2]
+        source = support[:, torch.arange(n) % k].flatten(0, 1)
+        return random_affine(source, rng).view(t, n, *support.shape[2:])
+
+    return sample
+
+
+def generators(fs: EpisodeLoop, fresh: EpisodeLoop, pooled: FewShotGan,
+               others: dict[str, EpisodeLoop]) -> dict[str, RowSampler]:
+    """Every generation row but the real baseline, by label."""
+    rows: dict[str, RowSampler] = {}
+    for label, method in (("meta-learned G", fs.method), ("pooled-GAN G", pooled),
+                          ("never-trained G", fresh.method)):
         for steps in STEPS:
-            rng = torch.Generator().manual_seed(0)
-            m = evaluate_generation(
-                cfg, loop.splits,
-                lambda s, n, loop=loop, steps=steps, rng=rng:
-                    loop.method.adapt_and_sample(s, n, steps, rng),
-                "test", characters=args.characters)
-            raw[f"{label} {steps}"] = m
-            gen_rows.append(f"| {label} G, {steps} steps | {m['frechet_distance']:.2f} | "
-                            f"{100 * m['fidelity']:.1f} | {m['diversity']:.2f} |")
-            print(gen_rows[-1], flush=True)
-    real = real_baseline(cfg, fs_loop.splits, "test", characters=args.characters)
-    raw["real"] = real
-    gen_rows.append(f"| real drawings | {real['frechet_distance']:.2f} | "
-                    f"{100 * real['fidelity']:.1f} | {real['diversity']:.2f} |")
+            rows[f"{label}, {steps} steps"] = adapting(method, steps)
+    for label, loop in others.items():  # conditioned on the support: nothing to adapt
+        rows[f"{label} G"] = adapting(loop.method, 0)
+    rows["support + affine jitter"] = jitter
+    return rows
 
-    support, _ = character_sets(fs_loop.splits.test, 1, cfg.gan.eval_shots,
-                                np.random.default_rng(1))
-    rng = torch.Generator().manual_seed(0)
-    fake = fs_loop.method.adapt_and_sample(support, 30, cfg.gan.eval_adapt_steps, rng)[0]
-    save_grid(support[0], fake, args.grid)
 
-    cpu = platform.processor() or platform.machine()
-    text = f"""# Benchmarks
+def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits],
+                   others: dict[str, EpisodeLoop]) -> dict[str, Any]:
+    """Train the meta-learned and pooled GANs of a seed and score every generation row."""
+    cfg = variant("fewshot_gan", None, seed, 0)
+    if args.quick:
+        cfg = build_config({**to_dict(cfg), "gan": {**to_dict(cfg.gan), "embedding_iterations": 5}})
+    splits = splits_for(cfg, cache)
+    fs, fresh = EpisodeLoop(cfg, splits=splits), EpisodeLoop(cfg, splits=splits)
+    fs_s = train_updates(fs, args.gen_updates)
+    pooled, pooled_s = train_pooled_gan(cfg, splits, args.gen_updates)
+    embed = metric_embedding(cfg, splits, fs.device)
+    common = {"split": "test", "characters": args.characters, "seed": seed, "embed": embed}
+    out: dict[str, Any] = {"fewshot_train_s": fs_s, "pooled_train_s": pooled_s,
+                           "updates": args.gen_updates, "eval_shots": cfg.gan.eval_shots,
+                           "embedding": validate_embedding(cfg, splits, **common,
+                                                           episodes=min(args.episodes, 200))}
+    rows = {}
+    for label, make in generators(fs, fresh, pooled, others).items():
+        sample = make(torch.Generator().manual_seed(seed))
+        rows[label] = evaluate_generation(cfg, splits, sample, **common)
+    rows["real held-out drawings"] = real_baseline(cfg, splits, **common)
+    out["rows"] = rows
+    if args.grid and seed == args.seeds[0]:
+        support, _ = character_sets(splits.test, 1, cfg.gan.eval_shots, np.random.default_rng(1))
+        fake = fs.method.adapt_and_sample(support, 30, cfg.gan.eval_adapt_steps,
+                                          torch.Generator().manual_seed(0))[0]
+        save_grid(support[0], fake, Path(args.out) / "fewshot_gan_grid.png")
+    print(f"  seed {seed} generation: {len(rows)} rows, few-shot GAN {fs_s:.0f} s, "
+          f"pooled GAN {pooled_s:.0f} s", flush=True)
+    return out
 
-Produced by `python benchmarks/gan_table.py --budget {args.budget:.0f}` on {torch.get_num_threads()} CPU
-threads ({cpu}), torch {torch.__version__}. Every run trains for the same wall budget
-({args.budget:.0f} s, GAN pre-training included) on the bundled Omniglot splits; accuracy is
-5-way 1-shot on the meta-test alphabets ({", ".join(splits.groups["test"])}), {args.episodes}
-episodes, mean ± 95% interval.
 
-## GAN-augmented meta-learning and MetaGAN
+# -- statistics -------------------------------------------------------------------------------------
+def finite(x: float) -> float | None:
+    """x, or None when it is not finite (JSON has no NaN)."""
+    return float(x) if math.isfinite(x) else None
 
-| method | iterations | train s | test accuracy (%) |
-|---|---|---|---|
-{chr(10).join(rows)}
 
-## Meta-learned GAN (few-shot generation)
+def t_interval(values: np.ndarray) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t interval (None with fewer than 2 values)."""
+    if len(values) < 2:
+        return float(values.mean()), None
+    half = scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), finite(half)
 
-Adapted to {cfg.gan.eval_shots} drawings of each of {args.characters} unseen meta-test characters;
-metrics in the feature space of a ProtoNet embedding trained on meta-train only. Fidelity is
-the share of samples nearest their own character among 5 (chance 20%); diversity is the
-samples' mean pairwise distance relative to real drawings (1 = as diverse as real). Meta-training
-ran {fs_loop.iteration} iterations in {fs_used:.0f} s.
 
-| generator | Frechet distance | fidelity (%) | diversity |
-|---|---|---|---|
-{chr(10).join(gen_rows)}
+def paired(a: dict[int, list[float]], b: dict[int, list[float]]) -> dict[str, Any]:
+    """a - b on the same episodes: a paired t-test over all (seed, episode) pairs, and a t
+    interval over the per-seed mean differences."""
+    seeds = sorted(a)
+    diffs = np.concatenate([np.subtract(a[s], b[s]) for s in seeds])
+    mean, half = t_interval(diffs)
+    p = scipy.stats.ttest_1samp(diffs, 0.0).pvalue if len(diffs) > 1 else float("nan")
+    per_seed = np.array([np.mean(np.subtract(a[s], b[s])) for s in seeds])
+    seed_mean, seed_half = t_interval(per_seed)
+    return {"mean_difference": mean, "ci95_episodes": half, "p_paired_t": finite(float(p)),
+            "pairs": len(diffs), "per_seed": per_seed.tolist(), "ci95_seeds": seed_half,
+            "seeds_better": int((per_seed > 0).sum())}
 
-![samples]({args.grid})
-"""
-    Path(args.out).write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2))
-    print(f"wrote {args.out} and {args.grid}")
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarise(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Per-method mean and sd over seeds, paired differences, generation means and sds."""
+    seeds = raw["seeds"]
+    acc = {m: {int(s): seeds[s]["classification"][m]["episode_accuracies"] for s in seeds}
+           for m in args.methods}
+    out: dict[str, Any] = {"accuracy": {}, "paired": {}, "generation": {}}
+    for m in args.methods:
+        mean, sd = mean_sd([seeds[s]["classification"][m]["accuracy"] for s in seeds])
+        out["accuracy"][m] = {"mean": mean, "sd": sd, "train_s": mean_sd(
+            [seeds[s]["classification"][m]["train_s"] for s in seeds])[0]}
+    for a, b in PAIRS:
+        if a in acc and b in acc:
+            out["paired"][f"{a} - {b}"] = paired(acc[a], acc[b])
+    if args.generation:
+        for row in seeds[next(iter(seeds))]["generation"]["rows"]:
+            out["generation"][row] = {k: mean_sd([seeds[s]["generation"]["rows"][row][k]
+                                                  for s in seeds]) for k in sorted(GENERATION_KEYS)}
+    return out
+
+
+# -- the report -------------------------------------------------------------------------------------
+def pct(x: float | None, sign: bool = False) -> str:
+    """A share as percent (or n/a)."""
+    return "n/a" if x is None else f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
+
+
+def half(x: float | None) -> str:
+    """An interval's half-width in percentage points (n/a without one)."""
+    return "n/a" if x is None else f"± {pct(x)}"
+
+
+def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> str:
+    """The Markdown report of a run."""
+    seeds, s0 = raw["seeds"], raw["seeds"][next(iter(raw["seeds"]))]
+    pre = [seeds[s]["dagan_pretrain_s"] for s in seeds if "dagan_pretrain_s" in seeds[s]]
+    lines = [
+        "# GAN x meta-learning at equal meta-learner updates", "",
+        f"`python benchmarks/gan_table.py {' '.join(raw['settings']['argv'])}` on "
+        f"{raw['settings']['threads']} CPU threads ({raw['settings']['cpu']}), torch "
+        f"{raw['settings']['torch']}. Meta-test alphabets: {', '.join(raw['settings']['test_groups'])}.",
+        "",
+        f"5-way 1-shot, {args.queries} queries per class, {args.episodes} meta-test episodes per "
+        f"seed, the same episodes for every method of a seed; {args.updates} meta-learner updates "
+        f"per row; training seeds {', '.join(map(str, args.seeds))}; batch norm from the support "
+        "set (non-transductive). Accuracy: mean ± sd over seeds of the per-seed mean.", "",
+        "| method | learner updates | train s / seed | test accuracy (%) | per seed (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for m, res in summary["accuracy"].items():
+        per = ", ".join(pct(seeds[s]["classification"][m]["accuracy"]) for s in seeds)
+        lines.append(f"| {m} | {s0['classification'][m]['updates']} | {res['train_s']:.0f} | "
+                     f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} |")
+    if pre:
+        lines += ["", f"DAGAN's GAN pre-training: {args.pretrain_steps} G and D updates per seed "
+                  f"(configs/dagan.yaml), {np.mean(pre):.0f} s per seed, not in the train s above; "
+                  "one pre-trained G serves both +DAGAN rows of a seed."]
+    if summary["paired"]:
+        lines += ["", "Paired differences (percentage points; same seed, same episodes): a paired "
+                  "t-test over all seed x episode pairs, and a t interval over the per-seed means.",
+                  "", "| comparison | difference | 95% CI (episodes) | p (paired t) | "
+                  "95% CI (seeds) | seeds better |", "|---|---|---|---|---|---|"]
+        for name, r in summary["paired"].items():
+            p = "n/a" if r["p_paired_t"] is None else f"{r['p_paired_t']:.2g}"
+            lines.append(f"| {name} | {pct(r['mean_difference'], True)} | {half(r['ci95_episodes'])} | "
+                         f"{p} | {half(r['ci95_seeds'])} | {r['seeds_better']}/{len(r['per_seed'])} |")
+    if summary["generation"]:
+        lines += generation_markdown(raw, summary, args)
+    return "\n".join(lines) + "\n"
+
+
+def generation_markdown(raw: dict[str, Any], summary: dict[str, Any],
+                        args: argparse.Namespace) -> list[str]:
+    """The generation section of the report."""
+    seeds, s0 = raw["seeds"], raw["seeds"][next(iter(raw["seeds"]))]["generation"]
+    emb = {k: mean_sd([seeds[s]["generation"]["embedding"][k] for s in seeds])[0]
+           for k in ("one_shot_accuracy", "noise_monotone")}
+    lines = ["", "## Few-shot generation on unseen characters", "",
+             f"Adapted to {s0['eval_shots']} drawings of each of {args.characters} meta-test "
+             "characters (the same per seed for every row); the meta-learned and pooled GANs "
+             f"trained {args.gen_updates} updates. Per-character metrics (metagan/gan/metrics.py) "
+             "in a ProtoNet embedding trained on meta-train only (its own 5-way 1-shot accuracy "
+             f"{pct(emb['one_shot_accuracy'])}%; KID rising with pixel noise in "
+             f"{pct(emb['noise_monotone'])}% of seeds). Mean ± sd over seeds.",
+             "", "| generator | KID | Frechet | fidelity % (chance %) | novelty | precision | "
+             "recall | coverage |", "|---|---|---|---|---|---|---|---|"]
+    for row, r in summary["generation"].items():
+        cells = [pm(r[k]) for k in ("kid", "frechet_distance")]
+        cells.append(f"{pct(r['fidelity'][0])} ± {pct(r['fidelity'][1])} "
+                     f"({pct(r['chance_fidelity'][0])})")
+        cells += [pm(r[k]) for k in ("novelty", "precision", "recall", "diversity")]
+        lines.append(f"| {row} | {' | '.join(cells)} |")
+    return lines
+
+
+def pm(mean_and_sd: tuple[float, float]) -> str:
+    """'mean ± sd' to three significant digits."""
+    return f"{mean_and_sd[0]:.3g} ± {mean_and_sd[1]:.2g}"
+
+
+# -- driver -----------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags (--quick shrinks every size to a seconds-long smoke run)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--updates", type=int, default=600, help="meta-learner updates per row")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
+    p.add_argument("--episodes", type=int, default=600, help="meta-test episodes per seed")
+    p.add_argument("--queries", type=int, default=5, help="query drawings per class")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="DAGAN pre-training updates (default: configs/dagan.yaml's)")
+    p.add_argument("--gen-updates", type=int, default=None,
+                   help="few-shot / pooled GAN updates (default: configs/fewshot_gan.yaml's)")
+    p.add_argument("--characters", type=int, default=20, help="unseen characters per seed")
+    p.add_argument("--no-generation", dest="generation", action="store_false")
+    p.add_argument("--out", default=None, help="directory for the JSON (default: "
+                   "docs/results/gan_table; with --quick a temporary directory)")
+    p.add_argument("--markdown", default=None, help="also write the table to this file")
+    p.add_argument("--grid", action="store_true", help="save a sample grid into --out")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    args = p.parse_args(argv)
+    if args.pretrain_steps is None:
+        args.pretrain_steps = read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
+    if args.gen_updates is None:
+        args.gen_updates = read_yaml(CONFIGS / "fewshot_gan.yaml")["train"]["iterations"]
+    if args.quick:
+        args.updates, args.episodes, args.characters = 2, 10, 4
+        args.pretrain_steps, args.gen_updates, args.seeds = 2, 2, args.seeds[:2]
+    if args.out is None:
+        args.out = (str(Path(tempfile.gettempdir()) / "gan_table_quick") if args.quick
+                    else "docs/results/gan_table")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every seed, writing raw.json after each, then summary.json and the table."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    tune_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache: dict[str, Splits] = {}
+    test_groups = splits_for(variant("protonet", None, 0, 0), cache).groups["test"]
+    raw: dict[str, Any] = {"settings": {
+        "argv": argv, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "test_groups": test_groups,
+        **vars(args)}, "seeds": {}}
+    for seed in args.seeds:
+        print(f"seed {seed}", flush=True)
+        res: dict[str, Any] = {}
+        dagan = None
+        if any(METHODS[m][1] == "dagan" for m in args.methods):
+            dagan, res["dagan_pretrain_s"] = pretrain_dagan(seed, args.pretrain_steps, cache)
+        res["classification"], loops = run_classification(args, seed, cache, dagan)
+        if args.generation:  # the GAN-using rows' generators join the generation table
+            others = {"DAGAN": dagan} if dagan is not None else {}
+            if "MetaGAN" in loops:
+                others["MetaGAN"] = loops["MetaGAN"]
+            res["generation"] = run_generation(args, seed, cache, others)
+        raw["seeds"][str(seed)] = res
+        (out / "raw.json").write_text(json.dumps(raw, indent=1))
+    summary = summarise(raw, args)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(raw, summary, args)
+    print(text)
+    print(f"raw results: {out / 'raw.json'}, summary: {out / 'summary.json'}")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ usual AWS credentials (or a local path): no Ray cluster is needed.
     best = api.best_result("search-20261126-101500", "s3://bucket/searches")
     model = api.load_best_model("search-20261126-101500", "s3://bucket/searches")
     model.accuracy(episode)            # adapt to the support set, score the queries
+    model.within_alphabet_accuracy()   # 20-way one-shot tasks within one alphabet each
+    local = api.load_model("runs/protonet")  # a local run or checkpoint directory
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +29,7 @@ from .results import BestResult, Experiment
 from .storage import StorageError
 
 __all__ = ["submit", "status", "list_experiments", "best_result", "load_best_model",
-           "download_checkpoint", "BestResult", "FewShotModel", "StorageError"]
+           "download_checkpoint", "load_model", "BestResult", "FewShotModel", "StorageError"]
 
 
 def submit(space: str | Path, address: str, storage: str, name: str | None = None) -> str:
@@ -85,6 +88,24 @@ class FewShotModel:
         with torch.enable_grad():
             return self.module.task_accuracy(episode, rng)
 
+    def within_alphabet_accuracy(self, split: str = "test", episodes: int = 100,
+                                 ways: int = 20) -> dict[str, Any]:
+        """Within-alphabet one-shot accuracy (Lake et al. 2015, approximated): `episodes` tasks
+        per alphabet of the split, each of `ways` unrotated characters of that one alphabet with
+        one support and one other query drawing each.
+
+        Returns "accuracy", "error", "ci95", "episodes" over all tasks, "alphabets" (the same
+        figures per alphabet) and "skipped" (alphabets with fewer than `ways` characters, and
+        why). A learner with a classifier head of other ways is refused (ConfigError).
+        """
+        return self.loop.evaluate_within_alphabet(split, episodes, ways)
+
+    def per_alphabet_accuracy(self, split: str = "val", episodes: int = 100) -> dict[str, Any]:
+        """The run's evaluation tasks restricted to each alphabet of the split in turn
+        (`episodes` per alphabet): {"alphabets": {name: {"accuracy", "ci95", "episodes"}},
+        "skipped": {name: why}, ...}."""
+        return self.loop.evaluate_per_group(split, episodes)
+
     def sample(self, support: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
         """n new drawings of the character shown in `support` [k, 1, H, W] (generating methods)."""
         if not self.module.samples:
@@ -92,6 +113,13 @@ class FewShotModel:
         return self.module.adapt_and_sample(support[None].to(self.device), n,
                                             self.config.gan.eval_adapt_steps,
                                             torch.Generator().manual_seed(seed))[0]
+
+
+def load_model(path: str | Path, device: str = "cpu") -> FewShotModel:
+    """The model of a local run directory or checkpoint directory (`metagan train --out`)."""
+    from .run import load_loop
+
+    return FewShotModel(load_loop(path, device=device))
 
 
 def load_best_model(experiment: str, storage: str, device: str = "cpu",

@@ -51,15 +51,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_files(directory: Path, cfg: Config, state: dict[str, Any],
+                metrics: dict[str, Any] | None = None) -> None:
+    """The files of a checkpoint, into an existing directory: the one writer of both drivers
+    (a trial's directory is Tune's local staging one; it uploads it after this returns)."""
+    torch.save(state, directory / STATE_FILE)
+    dump_yaml(cfg, directory / CONFIG_FILE)
+    (directory / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
+
+
 def save_checkpoint(directory: str | Path, cfg: Config, state: dict[str, Any],
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint directory; a crash at any point leaves a complete one (see above)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new."))
-    torch.save(state, tmp / STATE_FILE)
-    dump_yaml(cfg, tmp / CONFIG_FILE)
-    (tmp / METRICS_FILE).write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
+    write_files(tmp, cfg, state, metrics)
     previous = _previous(directory)
     for stale in directory.parent.glob(f".{directory.name}.new.*"):
         if stale != tmp:  # the half-written new checkpoint of an interrupted save

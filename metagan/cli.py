@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # Bookkeeping fields every step reports; the progress bar shows the method's own metrics.
-_BOOKKEEPING = {"iteration", "lr", "tasks_per_s", "wall_s"}
+_BOOKKEEPING = {"iteration", "lr", "tasks_per_s", "loop_s"}
 
 
 def run_label(cfg: Config) -> str:
@@ -106,9 +106,20 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name}: must be positive, got {value}")
     if args.ways is not None and args.ways < 2:
         raise ConfigError(f"--ways: a task needs at least 2 classes, got {args.ways}")
+    if args.within_alphabet and args.shots is not None:
+        raise ConfigError("--shots: --within-alphabet tasks are one-shot (one drawing per "
+                          "character as support, another as query)")
     loop = load_loop(args.checkpoint)
     cfg = loop.cfg
     generates = loop.method.generates
+    if args.within_alphabet:  # one-shot tasks of `ways` characters of one alphabet each
+        if generates or not loop.method.classifies:
+            raise ConfigError(f"--within-alphabet: method {cfg.method!r} generates; it is "
+                              "scored on generation, not on classification accuracy")
+        found = loop.evaluate_within_alphabet(args.split, args.episodes, args.ways or 20)
+        print(json.dumps({"protocol": "within-alphabet", "split": args.split, **found,
+                          "iteration": loop.iteration}, indent=2))
+        return 0
     if generates and (args.ways is not None or args.shots is not None):
         raise ConfigError(f"--ways/--shots: {cfg.method} is scored on generation "
                           f"(gan.eval_shots={cfg.gan.eval_shots} drawings per character)")
@@ -151,9 +162,11 @@ def _sample(args: argparse.Namespace) -> int:
             support = load_character(args.character, cfg.data.image_size)[: cfg.gan.eval_shots]
         except FileNotFoundError as e:
             raise ConfigError(f"--character: {e}") from None
-    # Default: an unseen character of the meta-test alphabets.
-    out = sample_loop(loop, args.out, "test", args.samples, args.seed, support)
-    print(f"wrote {out}")
+    # Default: an unseen character of the chosen split's alphabets (meta-val unless --split).
+    out = sample_loop(loop, args.out, args.split, args.samples, args.seed, support)
+    source = f"drawings in {args.character}" if args.character else \
+        f"an unseen meta-{args.split} character"
+    print(f"wrote {out} (split: {args.split}; support: {source})")
     return 0
 
 
@@ -290,17 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="few-shot accuracy of a checkpoint")
     e.add_argument("checkpoint", help="checkpoint directory or run directory")
-    e.add_argument("--episodes", type=int, default=600)
-    e.add_argument("--ways", type=int)
+    e.add_argument("--episodes", type=int, default=600,
+                   help="tasks (per alphabet with --within-alphabet)")
+    e.add_argument("--ways", type=int, help="classes per task (default: the run's evaluation "
+                   "ways; 20 with --within-alphabet)")
     e.add_argument("--shots", type=int)
-    e.add_argument("--split", choices=["train", "val", "test"], default="test")
+    e.add_argument("--split", choices=["train", "val", "test"], default="val",
+                   help="the split whose tasks are scored (default meta-val; the held-out "
+                   "meta-test only when asked: --split test)")
+    e.add_argument("--within-alphabet", action="store_true",
+                   help="one-shot tasks of --ways (20) unrotated characters of one alphabet each "
+                   "(Lake et al. 2015); overall and per-alphabet accuracy")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a PNG grid: real support drawings, then samples")
     s.add_argument("checkpoint", help="checkpoint directory or run directory of a GAN method")
     s.add_argument("--out", required=True, help="PNG path")
     s.add_argument("--character", help="a folder of drawings of one character (default: an "
-                   "unseen meta-test character)")
+                   "unseen character of --split)")
+    s.add_argument("--split", choices=["train", "val", "test"], default="val",
+                   help="where the default character comes from (default meta-val)")
     s.add_argument("--samples", type=int, default=30)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)

@@ -55,6 +55,13 @@ class ModelConfig:
     hidden: int = 64
     depth: int = 4
     downsample: Literal["stride", "maxpool"] = "stride"
+    # Where batch norm takes its statistics, in meta-training as at meta-test. support: from
+    # each task's real support images only, applied to every image (support, queries, generated
+    # images), so a query's prediction depends only on itself and the support set (MetaBN,
+    # Bronskill et al. 2020). transductive: from the batches each learner forms (ProtoNet:
+    # support and queries together; MAML/Reptile: the queries alone), so a query's prediction
+    # also depends on the other queries.
+    batch_norm: Literal["support", "transductive"] = "support"
 
 
 # The meta-learners whose model ends in a `ways`-class classifier head (the others are
@@ -117,17 +124,29 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Length, seed, device and the loop's bookkeeping."""
+    """Length, seed and device of a run."""
 
     iterations: int = 1000
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    log_every: int = 10
-    eval_every: int = 0  # 0 = only at the end
-    eval_episodes: int = 100
-    test_episodes: int = 600
-    checkpoint_every: int = 0  # 0 = only at the end
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When the runner records, evaluates and checkpoints (in meta-iterations), the same for
+    `metagan train` and a search's trials (runner.py); a trial reports to Tune at each evaluation."""
+
+    log_every: int = 10  # a training-metrics record (`metagan train`'s metrics.jsonl)
+    eval_every: int = 0  # a meta-val evaluation; 0 = only at the end
+    eval_episodes: int = 100  # meta-val episodes per evaluation
+    test_episodes: int = 600  # meta-test episodes of `metagan train`'s final evaluation
+    checkpoint_every: int = 0  # 0 = only at the end
+
+
+# Keys that moved to the schedule section (one key per concept): named in the refusal of the old one.
+MOVED = {f"train.{k}": f"schedule.{k}" for k in
+         ("log_every", "eval_every", "eval_episodes", "test_episodes", "checkpoint_every")}
 
 
 # The shipped methods (the registry in metagan.meta.base; tests/test_layering.py checks the two
@@ -161,6 +180,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +261,8 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
+        if key in MOVED:
+            raise ConfigError(f"{key}: moved to {MOVED[key]} (the schedule section)")
         raise ConfigError(f"{key}: unknown key (allowed in {where or 'the top level'}: "
                           f"{', '.join(sorted(names))})")
     kwargs = {}
@@ -388,6 +410,9 @@ def validate(cfg: Config) -> None:
     if m.downsample == "maxpool" and d.image_size >> m.depth < 1:
         raise ConfigError(f"model.depth: {m.depth} poolings shrink a {d.image_size}px image "
                           "to nothing")
+    if m.batch_norm not in ("support", "transductive"):
+        raise ConfigError("model.batch_norm: expected 'support' or 'transductive', "
+                          f"got {m.batch_norm!r}")
     me = cfg.meta
     _positive("meta.inner_lr", me.inner_lr)
     _positive("meta.inner_steps", me.inner_steps)
@@ -424,11 +449,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"gan.pretrain_steps: {g.pretrain_steps} pre-training iterations leave "
                           f"none of train.iterations={tr.iterations} for the meta-learner")
     _positive("train.iterations", tr.iterations)
-    _positive("train.log_every", tr.log_every)
-    _positive("train.eval_episodes", tr.eval_episodes)
-    _positive("train.test_episodes", tr.test_episodes)
-    _non_negative("train.eval_every", tr.eval_every)
-    _non_negative("train.checkpoint_every", tr.checkpoint_every)
+    sch = cfg.schedule
+    _positive("schedule.log_every", sch.log_every)
+    _positive("schedule.eval_episodes", sch.eval_episodes)
+    _positive("schedule.test_episodes", sch.test_episodes)
+    _non_negative("schedule.eval_every", sch.eval_every)
+    _non_negative("schedule.checkpoint_every", sch.checkpoint_every)
     _non_negative("train.threads", tr.threads)
     if not (tr.device in ("cpu", "cuda", "auto") or tr.device.startswith("cuda:")):
         raise ConfigError(f"train.device: expected cpu, cuda, cuda:N or auto, got {tr.device!r}")

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .config import Config, ConfigError
-from .data import Splits, load_splits
+from .data import ImageSet, Splits, load_splits
+from .data.alphabets import alphabet_offset, alphabet_set, alphabets
 from .data.episodes import TaskSampler
 from .meta import MetaLearner, Method
 from .meta.base import Diverged as Diverged  # raised by a phase update; callers catch it from here
@@ -96,59 +97,177 @@ class EpisodeLoop:
         self.sampler = TaskSampler(self.splits.train, t.ways, t.shots, t.queries,
                                    cfg.train.seed, self.device, cfg.data.affine_augment)
         self.iteration = 0
+        # Each phase's own updates so far: its learning-rate schedule counts these, not loop
+        # iterations (a meta-learner after GAN pre-training starts at its first update).
+        self.updates = dict.fromkeys(self.optimizers, 0)
         self._embedding: nn.Module | None = None  # generation metrics' embedding, made when needed
 
-    def lr_factor(self) -> float:
-        """The learning-rate multiplier at the current iteration (derived, so nothing to save)."""
+    def lr_factor(self, phase: str) -> float:
+        """The learning-rate multiplier of a phase after its own updates so far."""
         o = self.cfg.optim
-        return 0.5 ** (self.iteration // o.lr_halve_every) if o.lr_halve_every else 1.0
+        return 0.5 ** (self.updates[phase] // o.lr_halve_every) if o.lr_halve_every else 1.0
+
+    def main_phase(self) -> str:
+        """The phase whose rate is the run's `optim.lr` (the meta-learner's): reported as `lr`."""
+        return next((p.name for p in self.phases if p.lr is None), self.phases[0].name)
 
     def step(self) -> dict[str, float]:
         """One meta-iteration: a meta-batch of tasks, each phase's update; returns metrics."""
         start = time.perf_counter()
         self.method.train()
         episode = self.sampler.sample(self.cfg.task.meta_batch)
-        factor = self.lr_factor()
         metrics: dict[str, float] = {}
+        lr = self.cfg.optim.lr * self.lr_factor(self.main_phase())
         for phase in self.phases:
             if not phase.runs_at(self.iteration):
                 continue
             out = update_phase(phase, self.optimizers[phase.name], episode,
-                               (phase.lr or self.cfg.optim.lr) * factor, self.cfg.optim.grad_clip,
-                               self.iteration)
+                               (phase.lr or self.cfg.optim.lr) * self.lr_factor(phase.name),
+                               self.cfg.optim.grad_clip, self.iteration)
+            self.updates[phase.name] += 1
             prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
             metrics.update({prefix + k: v for k, v in out.items()})
         self.iteration += 1
         elapsed = time.perf_counter() - start
-        metrics.update(iteration=self.iteration, lr=self.cfg.optim.lr * factor,
-                       tasks_per_s=self.cfg.task.meta_batch / elapsed)
+        metrics.update(iteration=self.iteration, lr=lr, tasks_per_s=self.cfg.task.meta_batch / elapsed)
         return metrics
 
     @torch.no_grad()
     def evaluate(self, split: str = "val", episodes: int = 600, ways: int | None = None,
-                 shots: int | None = None, queries: int | None = None) -> dict[str, float]:
+                 shots: int | None = None, queries: int | None = None,
+                 group: str | None = None) -> dict[str, float]:
         """Mean query accuracy over `episodes` tasks of a split, with its 95% interval.
 
         The tasks depend only on the run's seed and the split, so every evaluation of a run
-        sees the same tasks and the training task sequence is left untouched.
+        sees the same tasks and the training task sequence is left untouched. `group`: tasks of
+        that alphabet's classes only (its rotations included when data.rotations), seeded also
+        by the alphabet's name.
         """
         if self.method.generates:  # declared: evaluated by generation metrics
+            if group is not None:
+                raise ConfigError(f"method {self.cfg.method!r} generates: it is scored on "
+                                  "generation, not per-alphabet accuracy")
             return self._evaluate_generation(split, characters=min(episodes, 20))
         t = self.cfg.task
         ways = ways or t.eval_ways or t.ways
         shots, queries = shots or t.shots, queries or t.queries
-        sampler = TaskSampler(self.splits.get(split), ways, shots, queries,
-                              self.cfg.train.seed + SPLIT_SEED_OFFSET[split], self.device)
-        rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
+        images = self.splits.get(split)
+        if group is not None:
+            images = alphabet_set(images, group)
+        sampler = TaskSampler(images, ways, shots, queries, self._eval_seed(split, group),
+                              self.device)
+        mean, ci = mean_ci95(self._task_accuracies(sampler, episodes, self._eval_seed(split, group)))
+        return {"accuracy": mean, "ci95": ci, "episodes": episodes}
+
+    def _eval_seed(self, split: str, group: str | None = None) -> int:
+        """The seed of a split's evaluation tasks (of one alphabet's, given `group`)."""
+        seed = self.cfg.train.seed + SPLIT_SEED_OFFSET[split]
+        return seed if group is None else seed + alphabet_offset(group)
+
+    def _task_accuracies(self, sampler: TaskSampler, episodes: int, seed: int) -> torch.Tensor:
+        """Query accuracy [episodes] of the sampler's next tasks, the method's own randomness
+        seeded from `seed` + 1."""
+        rng = torch.Generator().manual_seed(seed + 1)
         accs = []
         remaining = episodes
         while remaining > 0:
-            n = min(remaining, t.meta_batch)
+            n = min(remaining, self.cfg.task.meta_batch)
             with torch.enable_grad():  # MAML-style learners differentiate while adapting
                 accs.append(self.method.task_accuracy(sampler.sample(n), rng).cpu())
             remaining -= n
-        mean, ci = mean_ci95(torch.cat(accs))
-        return {"accuracy": mean, "ci95": ci, "episodes": episodes}
+        return torch.cat(accs)
+
+    def _alphabet_sets(self, split: str, ways: int, per_class: int, rotated: bool
+                       ) -> tuple[dict[str, ImageSet], dict[str, str]]:
+        """The split's alphabets that can supply `ways`-way tasks of `per_class` images per
+        class (their class sets), and why each of the others cannot."""
+        images = self.splits.get(split)
+        usable: dict[str, ImageSet] = {}
+        skipped: dict[str, str] = {}
+        what = "classes" if rotated else "unrotated characters"
+        for name in alphabets(images):
+            subset = alphabet_set(images, name, rotated)
+            fewest = int(subset.class_counts().min()) if subset.num_classes else 0
+            if subset.num_classes < ways:
+                skipped[name] = f"{subset.num_classes} {what}, fewer than {ways}"
+            elif fewest < per_class:
+                skipped[name] = f"a class has {fewest} images, fewer than {per_class}"
+            else:
+                usable[name] = subset
+        return usable, skipped
+
+    def _require_classifier(self, what: str) -> None:
+        if self.method.generates or not self.method.classifies:
+            raise ConfigError(f"{what}: method {self.cfg.method!r} generates; it is scored on "
+                              "generation, not on classification accuracy")
+
+    @torch.no_grad()
+    def evaluate_per_group(self, split: str = "val", episodes: int = 100) -> dict[str, Any]:
+        """`evaluate(split, episodes, group=A)` for every alphabet A of the split that has
+        enough classes for the evaluation tasks (`episodes` per alphabet).
+
+        Returns {"episodes_per_alphabet", "ways", "alphabets": {A: {"accuracy", "ci95",
+        "episodes"}}, "skipped": {A: why}}.
+        """
+        self._require_classifier("per-alphabet accuracy")
+        t = self.cfg.task
+        ways = t.eval_ways or t.ways
+        usable, skipped = self._alphabet_sets(split, ways, t.shots + t.queries, rotated=True)
+        return {"episodes_per_alphabet": episodes, "ways": ways,
+                "alphabets": {name: self.evaluate(split, episodes, group=name) for name in usable},
+                "skipped": skipped}
+
+    def within_alphabet_tasks(self, split: str, alphabet: str, ways: int = 20
+                              ) -> tuple[ImageSet, TaskSampler]:
+        """One alphabet's unrotated characters and the seeded sampler of the `ways`-way
+        one-shot one-query tasks `evaluate_within_alphabet` scores on them (an episode's
+        `classes` index the returned set's classes)."""
+        images = alphabet_set(self.splits.get(split), alphabet,
+                              rotated=not self.cfg.data.rotations)
+        return images, TaskSampler(images, ways, 1, 1, self._eval_seed(split, alphabet),
+                                   self.device)
+
+    @torch.no_grad()
+    def evaluate_within_alphabet(self, split: str = "test", episodes: int = 100,
+                                 ways: int = 20) -> dict[str, Any]:
+        """Within-alphabet one-shot classification (Lake et al. 2015, approximated): each task
+        takes `ways` unrotated characters of ONE alphabet, one drawing of each as its support
+        and another drawing of each as its query; `episodes` tasks per alphabet.
+
+        Alphabets with fewer than `ways` unrotated characters are skipped and named. Returns the
+        overall accuracy, error (1 - accuracy), ci95 and episodes over every task, and
+        {"alphabets": {A: {"accuracy", "ci95", "error", "episodes"}}, "skipped": {A: why}}.
+        """
+        self._require_classifier("within-alphabet evaluation")
+        if ways < 2:
+            raise ConfigError(f"within-alphabet evaluation: a task needs at least 2 classes, "
+                              f"got {ways}")
+        if episodes <= 0:
+            raise ConfigError(f"within-alphabet evaluation: episodes must be positive, "
+                              f"got {episodes}")
+        trained = self.cfg.task.ways
+        if (self.learner is not None and type(self.learner).head_size(ways) is not None
+                and ways != trained):
+            raise ConfigError(f"{self.cfg.meta.algorithm} has a {trained}-way classifier head: "
+                              f"--within-alphabet needs {ways}-way tasks; train with "
+                              f"task.ways: {ways}")
+        usable, skipped = self._alphabet_sets(split, ways, 2, rotated=not self.cfg.data.rotations)
+        if not usable:
+            why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+            raise ConfigError(f"within-alphabet evaluation: no alphabet of meta-{split} can "
+                              f"supply {ways}-way tasks ({why})")
+        per: dict[str, dict[str, float]] = {}
+        every = []
+        for name in usable:
+            _, sampler = self.within_alphabet_tasks(split, name, ways)
+            accs = self._task_accuracies(sampler, episodes, self._eval_seed(split, name))
+            mean, ci = mean_ci95(accs)
+            per[name] = {"accuracy": mean, "error": 1 - mean, "ci95": ci, "episodes": episodes}
+            every.append(accs)
+        mean, ci = mean_ci95(torch.cat(every))
+        return {"accuracy": mean, "error": 1 - mean, "ci95": ci,
+                "episodes": episodes * len(per), "episodes_per_alphabet": episodes,
+                "ways": ways, "shots": 1, "queries": 1, "alphabets": per, "skipped": skipped}
 
     def _evaluate_generation(self, split: str, characters: int) -> dict[str, float]:
         """Adapt to k drawings of held-out characters, sample, score in the metric embedding."""
@@ -168,6 +287,7 @@ class EpisodeLoop:
         """Everything a resumed run needs to continue exactly: weights, optimisers, RNG, counter."""
         return {
             "iteration": self.iteration,
+            "updates": dict(self.updates),
             "method": self.method.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "sampler": self.sampler.state_dict(),
@@ -176,6 +296,11 @@ class EpisodeLoop:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from `state_dict()`."""
         self.iteration = int(state["iteration"])
+        if "updates" in state:
+            self.updates = {name: int(n) for name, n in state["updates"].items()}
+        else:  # a checkpoint from before per-phase counts: the same numbers, derived
+            self.updates = {p.name: sum(p.runs_at(i) for i in range(self.iteration))
+                            for p in self.phases}
         self.method.load_state_dict(state["method"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])

@@ -25,13 +25,14 @@ __all__ = ["ACCURACY_KEYS", "DRIVER_READS", "GENERATION_KEYS", "METHODS", "check
 # What the episode loop and the run read for every method.
 DRIVER_READS = frozenset({"method", "data.*", "task.ways", "task.shots", "task.queries",
                           "task.meta_batch", "optim.lr", "optim.weight_decay",
-                          "optim.lr_halve_every", "optim.grad_clip", "train.*"})
+                          "optim.lr_halve_every", "optim.grad_clip", "train.*", "schedule.*"})
 # What each kind of evaluation reads and reports (EpisodeLoop.evaluate, gan/evaluation.py).
 ACCURACY_READS = frozenset({"task.eval_ways"})
 GENERATION_READS = frozenset({"gan.eval_shots", "gan.eval_adapt_steps",
                               "gan.embedding_iterations", "gan.feature_model"})
 ACCURACY_KEYS = frozenset({"accuracy", "ci95", "episodes"})
-GENERATION_KEYS = frozenset({"frechet_distance", "fidelity", "diversity", "chance_fidelity"})
+GENERATION_KEYS = frozenset({"kid", "frechet_distance", "pooled_frechet_distance", "fidelity",
+                             "chance_fidelity", "novelty", "precision", "recall", "diversity"})
 # A sample grid shows gan.eval_shots real drawings (gan/grid.py).
 SAMPLING_READS = frozenset({"gan.eval_shots"})
 

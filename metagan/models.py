@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 
 class TaskBatchNorm2d(nn.Module):
-    """Batch norm over the batch it is given, with no running statistics (as in MAML).
+    """Batch norm with batch statistics and no running ones (as in MAML).
+
+    The statistics are those of the whole batch it is given, or, while `context` is an int k
+    (set by `context_statistics`), those of the batch's first k images only, applied to every
+    image of the batch. A learner that runs its network on [support; others] with k the number
+    of real support images thus normalises every query (and generated image) by the support
+    set's statistics alone: MetaBN of Bronskill et al. 2020, "TaskNorm: Rethinking Batch
+    Normalization for Meta-Learning" (ICML), under which an image's output depends only on
+    itself and the support set, not on the other images it is batched with.
 
     Written with plain tensor ops: under torch.func.vmap, PyTorch's fused batch_norm gives
-    wrong second derivatives (seen with torch 2.13), which second-order MAML needs.
+    wrong second derivatives (seen with torch 2.13), which second-order MAML needs. The
+    context is a Python int, so it is static under vmap and grad.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
@@ -20,16 +32,37 @@ class TaskBatchNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
         self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # see freeze_batch_norm
+        self.context: int | None = None  # see context_statistics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise [n, C, H, W] per channel over n, H, W (or by frozen statistics)."""
+        """Normalise [n, C, H, W] per channel by the mean and variance over the images (all n,
+        or the first `context`) and pixels, or by frozen statistics."""
         if self.frozen is not None:
             mean, var = self.frozen
         else:
-            mean = x.mean(dim=(0, 2, 3), keepdim=True)
-            var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
+            ref = x if self.context is None else x[:self.context]
+            mean = ref.mean(dim=(0, 2, 3), keepdim=True)
+            var = (ref - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+@contextmanager
+def context_statistics(model: nn.Module, rows: int | None) -> Iterator[None]:
+    """Within the block, every TaskBatchNorm2d of `model` takes its statistics from the first
+    `rows` images of each batch it normalises (None: from the whole batch). Nests; the
+    previous setting is restored on exit."""
+    if rows is not None and rows < 1:
+        raise ValueError(f"batch-norm statistics need at least one image, got rows={rows}")
+    norms = [m for m in model.modules() if isinstance(m, TaskBatchNorm2d)]
+    saved = [m.context for m in norms]
+    for m in norms:
+        m.context = rows
+    try:
+        yield
+    finally:
+        for m, before in zip(norms, saved):
+            m.context = before
 
 
 @torch.no_grad()

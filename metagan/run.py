@@ -11,7 +11,6 @@ Layout of a run directory:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,15 @@ from .checkpoint import latest, load_checkpoint, save_checkpoint, write_text_ato
 from .config import Config, ConfigError, build_config, to_dict, yaml_text
 from .loop import Diverged, EpisodeLoop
 from .records import parse_records
+from .runner import Runner
 
 LAST = "checkpoints/last"
 
 
 # What `train --resume` may change: how long and where it runs and how often it records.
 # Everything else would change what was learned or how it is measured.
-RESUMABLE = ("train.iterations", "train.log_every", "train.eval_every", "train.checkpoint_every",
-             "train.device", "train.threads")
+RESUMABLE = ("train.iterations", "schedule.log_every", "schedule.eval_every",
+             "schedule.checkpoint_every", "train.device", "train.threads")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -106,7 +106,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     out = Path(out)
     prepare_run_dir(out, resume)
     if resume:
-        saved, state, _ = load_checkpoint(out / LAST)
+        saved, state, stored = load_checkpoint(out / LAST)
         changed = [k for k in _dotted(to_dict(cfg)) if k not in RESUMABLE
                    and _dotted(to_dict(cfg))[k] != _dotted(to_dict(saved))[k]]
         if changed:  # the same guard as resume_config, for callers of the library
@@ -114,39 +114,33 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
                               f"measured; it accepts changes only to {', '.join(RESUMABLE)}")
     # A resumed run's config is its saved one (keys it never read included), less what it may change.
     loop = EpisodeLoop(cfg, restoring=resume)
+    loop_s = 0.0
     if resume:
         restore(loop, state, out / LAST)
+        loop_s = float(stored.get("loop_s", 0.0))
     write_text_atomic(out / "config.yaml", yaml_text(cfg))
     write_text_atomic(out / "splits.json", json.dumps(loop.splits.groups, indent=2))
     log = MetricsLog(out / "metrics.jsonl", loop.iteration if resume else None)
-    tr = cfg.train
-    start = time.perf_counter()
-    try:
-        while loop.iteration < tr.iterations:
-            metrics = loop.step()
-            it = loop.iteration
-            if it % tr.log_every == 0 or it == tr.iterations:
-                metrics["wall_s"] = time.perf_counter() - start
-                log.write(metrics)
-            if tr.eval_every and it % tr.eval_every == 0 and it < tr.iterations:
-                val = loop.evaluate("val", tr.eval_episodes)
-                log.write({"iteration": it, **{f"val_{k}": v for k, v in val.items()}})
-            if tr.checkpoint_every and it % tr.checkpoint_every == 0:
-                save_checkpoint(out / LAST, cfg, loop.state_dict(), metrics)
-            if on_step is not None:
-                on_step(metrics)
-    except Diverged as e:
-        record = {"iteration": loop.iteration + 1, "diverged": True, "reason": str(e)}
-        log.write(record)
-        write_text_atomic(out / "result.json", json.dumps(record, indent=2))
-        raise
-    train_s = time.perf_counter() - start
-    save_checkpoint(out / LAST, cfg, loop.state_dict())
-    val = loop.evaluate("val", tr.eval_episodes)
-    test = loop.evaluate("test", tr.test_episodes)
-    result = {"iteration": loop.iteration, "train_wall_s": train_s,
-              **{f"val_{k}": v for k, v in val.items()},
-              **{f"test_{k}": v for k, v in test.items()}}
+    runner = Runner(loop, loop_s)
+    while True:
+        segment = runner.advance(log.write, on_step)
+        if segment.diverged:
+            write_text_atomic(out / "result.json", json.dumps(segment.summary, indent=2))
+            raise Diverged(segment.summary["reason"])
+        if segment.checkpoint:
+            save_checkpoint(out / LAST, cfg, loop.state_dict(), segment.summary)
+        if segment.done:
+            break
+    test = loop.evaluate("test", cfg.schedule.test_episodes)
+    result: dict[str, Any] = {
+        "iteration": loop.iteration, "loop_s": runner.loop_s,
+        **{k: v for k, v in segment.summary.items() if k.startswith("val_")},
+        **{f"test_{k}": v for k, v in test.items()}}
+    if loop.method.classifies and not loop.method.generates:
+        # Accuracy per meta-test alphabet: the meta-test episode count shared among its
+        # alphabets (at least one each); alphabets too small for the tasks are named as skipped.
+        per_alphabet = max(1, cfg.schedule.test_episodes // len(set(loop.splits.test.groups)))
+        result["test_per_alphabet"] = loop.evaluate_per_group("test", per_alphabet)
     log.write(result)
     write_text_atomic(out / "result.json", json.dumps(result, indent=2))
     save_checkpoint(out / LAST, cfg, loop.state_dict(), result)

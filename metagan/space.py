@@ -8,11 +8,14 @@ A space file (see `search_spaces/`) has these sections, validated here in one pl
   search:     algorithm (hyperopt | random | grid), metric, mode, num_samples, max_concurrent,
               seed, initial_points, points_to_evaluate, time_budget_s
   scheduler:  name (asha | median | pbt | none) and its settings, in meta-iterations
-  trial:      iterations_per_step (meta-iterations per report), eval_episodes
   resources:  cpu, gpu (fractions allowed)
-  checkpoint: every (meta-iterations), keep, score
+  checkpoint: keep, score (which of a trial's checkpoints Tune keeps)
   failure:    max_retries
   storage:    uri (a local path or s3://bucket/prefix), outage_s
+
+How often a trial reports and checkpoints is its run config's schedule section, read by the
+runner as in `metagan train`: a report to Tune at every `schedule.eval_every` iterations, a
+stored checkpoint at every `schedule.checkpoint_every` (a multiple of it) and at the end.
 
 Distributions: {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {quniform: [lo, hi, q]},
 {randint: [lo, hi]} (hi excluded), {choice: [v, ...]} or {choice: {v: {sub-space}, ...}},
@@ -59,6 +62,9 @@ class SearchConfig:
     initial_points: int = 4          # TPE draws this many at random before modelling
     time_budget_s: float = 0.0       # stop starting/continuing trials after this long; 0: none
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    # With no points_to_evaluate, the base config (with `set:`) is the first trial, so a search
+    # reports where it started from (hyperopt and random, spaces without conditional choices).
+    start_from_base: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,6 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    iterations_per_step: int = 50    # meta-iterations between two reports to Tune
-    eval_episodes: int = 100         # meta-val episodes per report
-
-
-@dataclass(frozen=True)
 class ResourcesConfig:
     cpu: float = 1.0
     gpu: float = 0.0
@@ -85,7 +85,6 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 0                   # meta-iterations; 0: one per report
     keep: int = 2
     score: str = ""                  # metric ranking kept checkpoints; "": search.metric
 
@@ -119,7 +118,6 @@ class SearchSpec:
     params: tuple
     search: SearchConfig
     scheduler: SchedulerConfig
-    trial: TrialConfig
     resources: ResourcesConfig
     checkpoint: CheckpointConfig
     failure: FailureConfig
@@ -132,22 +130,27 @@ class SearchSpec:
         return max(self.config_for(p).train.iterations for p in check_points(self))
 
     @property
-    def shortest(self) -> int:
-        """Meta-iterations of the shortest trial of the space."""
-        return min(self.config_for(p).train.iterations for p in check_points(self))
-
-    @property
     def samples(self) -> int:
         """Trials to run (hyperopt, random), or repeats of every point (grid)."""
         if self.search.num_samples is not None:
             return self.search.num_samples
         return 1 if self.search.algorithm == "grid" else 8
 
-    @property
-    def checkpoint_frequency(self) -> int:
-        """Checkpoint every this many reports."""
-        every = self.checkpoint.every or self.trial.iterations_per_step
-        return every // self.trial.iterations_per_step
+    def start_points(self) -> list[dict[str, Any]]:
+        """The points the searcher evaluates first: points_to_evaluate, else the base config's."""
+        if self.search.points_to_evaluate:
+            return [dict(p) for p in self.search.points_to_evaluate]
+        base = self.base_point()
+        return [base] if base is not None else []
+
+    def base_point(self) -> dict[str, Any] | None:
+        """The base config's values of the searched keys, when the space can start from it:
+        start_from_base set, hyperopt or random, no conditional choice, every value in the space."""
+        if (not self.search.start_from_base or self.search.algorithm == "grid"
+                or any(p.branches is not None for p in self.params)):
+            return None
+        point = {p.key: _dotted_value(self.base, p.key) for p in self.params}
+        return point if all(in_space(p, point[p.key]) for p in self.params) else None
 
     def config_for(self, params: dict[str, Any]) -> Config:
         """The validated run config of one trial (`params`: flat dotted keys), refused when it
@@ -165,10 +168,33 @@ class SearchSpec:
                 **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}}
 
 
-SECTIONS = {"search": SearchConfig, "scheduler": SchedulerConfig, "trial": TrialConfig,
+SECTIONS = {"search": SearchConfig, "scheduler": SchedulerConfig,
             "resources": ResourcesConfig, "checkpoint": CheckpointConfig,
             "failure": FailureConfig, "storage": StorageConfig}
 TOP_KEYS = {"base", "set", "space", *SECTIONS}
+# Space keys that became run-config keys (one key per concept): named in the refusal.
+MOVED = {"trial.iterations_per_step": "schedule.eval_every",
+         "trial.eval_episodes": "schedule.eval_episodes",
+         "checkpoint.every": "schedule.checkpoint_every"}
+
+
+def _check_moved(data: dict[str, Any]) -> None:
+    """Refuse the space format before the one runner, naming where each key went."""
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{old}: moved to the run config's {new} (give it under `set:`)")
+    if "trial" in data:
+        raise ConfigError("trial: moved to the run config's schedule section "
+                          "(schedule.eval_every, schedule.eval_episodes under `set:`)")
+
+
+def _dotted_value(data: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in nested config data."""
+    node: Any = data
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def _param_to_yaml(p: Param) -> dict[str, Any]:
@@ -353,6 +379,10 @@ def _absolute_paths(base: dict[str, Any]) -> dict[str, Any]:
 def parse_spec(data: dict[str, Any], source: Path | None = None,
                overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Validate a whole space file (already read as YAML); every error is a ConfigError."""
+    _check_moved(data)
+    for key in overrides or {}:
+        if key in MOVED:
+            raise ConfigError(f"--set {key}: moved to {MOVED[key]}")
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}; expected one of {', '.join(sorted(TOP_KEYS))}")
@@ -380,14 +410,13 @@ def parse_spec(data: dict[str, Any], source: Path | None = None,
 
 
 def _check_sections(spec: SearchSpec) -> None:
-    s, sch, tr = spec.search, spec.scheduler, spec.trial
+    s, sch = spec.search, spec.scheduler
     if s.algorithm not in ALGORITHMS:
         raise ConfigError(f"search.algorithm: {s.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     if s.mode not in ("min", "max"):
         raise ConfigError(f"search.mode: expected min or max, got {s.mode!r}")
     for where, v in (("search.num_samples", spec.samples), ("search.max_concurrent", s.max_concurrent),
-                     ("trial.iterations_per_step", tr.iterations_per_step),
-                     ("trial.eval_episodes", tr.eval_episodes), ("checkpoint.keep", spec.checkpoint.keep)):
+                     ("checkpoint.keep", spec.checkpoint.keep)):
         if v < 1:
             raise ConfigError(f"{where}: must be at least 1, got {v}")
     if s.time_budget_s < 0:
@@ -398,10 +427,6 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"scheduler.name: {sch.name!r} is not one of {', '.join(SCHEDULERS)}")
     if sch.name == "asha" and sch.reduction_factor < 2:
         raise ConfigError(f"scheduler.reduction_factor: must be at least 2, got {sch.reduction_factor}")
-    every = spec.checkpoint.every
-    if every < 0 or every % tr.iterations_per_step:
-        raise ConfigError(f"checkpoint.every ({every}) must be a multiple of "
-                          f"trial.iterations_per_step ({tr.iterations_per_step})")
     r = spec.resources
     if r.cpu <= 0 or r.gpu < 0:
         raise ConfigError(f"resources: cpu must be positive and gpu non-negative, got {r}")
@@ -432,17 +457,30 @@ def check_points(spec: SearchSpec) -> list[dict[str, Any]]:
 
 def _check_lengths(spec: SearchSpec) -> None:
     """Scheduler and reporting settings against the trial lengths the space allows."""
-    sch, tr = spec.scheduler, spec.trial
-    longest, shortest = spec.iterations, spec.shortest
+    sch = spec.scheduler
+    longest = spec.iterations
     if sch.max_iterations and sch.max_iterations > longest:
         raise ConfigError(f"scheduler.max_iterations ({sch.max_iterations}) exceeds the longest "
                           f"trial's train.iterations ({longest})")
     if sch.name != "none" and not 0 < sch.grace_period <= longest:
         raise ConfigError(f"scheduler.grace_period: must be in [1, train.iterations="
                           f"{longest}], got {sch.grace_period}")
-    if tr.iterations_per_step > shortest:
-        raise ConfigError(f"trial.iterations_per_step ({tr.iterations_per_step}) exceeds "
-                          f"train.iterations ({shortest})")
+
+
+def _check_schedule(cfg: Config, point: dict[str, Any]) -> None:
+    """A trial reports at each evaluation and is checkpointed at a report: its schedule must say when."""
+    sch, where = cfg.schedule, ", ".join(f"{k}={v!r}" for k, v in point.items())
+    at = f" (at {where})" if where else ""
+    if sch.eval_every < 1:
+        raise ConfigError(f"schedule.eval_every: a trial reports to the search at each evaluation; "
+                          f"set it to at least 1{at}")
+    if sch.eval_every > cfg.train.iterations:
+        raise ConfigError(f"schedule.eval_every ({sch.eval_every}) exceeds train.iterations "
+                          f"({cfg.train.iterations}){at}")
+    if sch.checkpoint_every % sch.eval_every:
+        raise ConfigError(f"schedule.checkpoint_every ({sch.checkpoint_every}) must be a multiple "
+                          f"of schedule.eval_every ({sch.eval_every}): a trial stores a checkpoint "
+                          f"when it reports{at}")
 
 
 def _check_params(spec: SearchSpec) -> None:
@@ -472,6 +510,7 @@ def _check_params(spec: SearchSpec) -> None:
         except ConfigError as e:
             where = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise ConfigError(f"space: the config at ({where}) is invalid: {e}") from None
+        _check_schedule(cfg, point)
         metrics = reported_metrics(cfg)
         for name, metric in (("search.metric", spec.search.metric),
                              ("checkpoint.score", spec.checkpoint.score)):

@@ -39,8 +39,8 @@ def no_outside_ray():
 TINY: dict[str, Any] = {
     "task": {"ways": 5, "shots": 1, "queries": 2, "meta_batch": 4},
     "model": {"hidden": 8, "depth": 4},
-    "train": {"iterations": 6, "log_every": 1, "eval_episodes": 8, "test_episodes": 8,
-              "checkpoint_every": 3},
+    "train": {"iterations": 6},
+    "schedule": {"log_every": 1, "eval_episodes": 8, "test_episodes": 8, "checkpoint_every": 3},
 }
 
 

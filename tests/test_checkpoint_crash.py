@@ -71,14 +71,14 @@ class Killer:
 @pytest.mark.slow  # about 30 resumed runs
 def test_a_kill_at_every_step_of_a_checkpoint_write_resumes_exactly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny_config("protonet", **{"train.iterations": 6, "train.checkpoint_every": 2,
-                                     "train.log_every": 1})
+    cfg = tiny_config("protonet", **{"train.iterations": 6, "schedule.checkpoint_every": 2,
+                                     "schedule.log_every": 1})
     straight = tmp_path / "straight"
     train(cfg, straight)
     _, expected, _ = load_checkpoint(straight / LAST)
     template = tmp_path / "template"
-    train(tiny_config("protonet", **{"train.iterations": 2, "train.checkpoint_every": 2,
-                                     "train.log_every": 1}), template)
+    train(tiny_config("protonet", **{"train.iterations": 2, "schedule.checkpoint_every": 2,
+                                     "schedule.log_every": 1}), template)
     killed_at = []
     for at in range(1, 200):
         run = tmp_path / f"run{at}"
@@ -131,22 +131,22 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path: P
 
 def test_resume_refuses_what_it_cannot_honour_and_keeps_the_split(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(tiny_config("protonet", **{"train.iterations": 4, "train.checkpoint_every": 2}), run)
+    train(tiny_config("protonet", **{"train.iterations": 4, "schedule.checkpoint_every": 2}), run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for key, value in (("data.split_seed", 3), ("task.ways", 3), ("model.hidden", 16),
                        ("method", "dagan"), ("meta.algorithm", "maml"), ("optim.lr", 0.1),
-                       ("train.seed", 1), ("train.test_episodes", 10)):
+                       ("train.seed", 1), ("schedule.test_episodes", 10)):
         with pytest.raises(ConfigError, match=f"--set {key}: a resumed run keeps"):
             resume_config(run, {key: value})
     with pytest.raises(ConfigError, match="already at iteration 4"):
         resume_config(run, {"train.iterations": 3})
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-    assert resume_config(run, {"train.iterations": 8, "train.log_every": 2}).train.iterations == 8
+    assert resume_config(run, {"train.iterations": 8, "schedule.log_every": 2}).train.iterations == 8
 
 
 def test_a_torn_last_metrics_line_does_not_block_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(tiny_config("protonet", **{"train.iterations": 4, "train.checkpoint_every": 2}), run)
+    train(tiny_config("protonet", **{"train.iterations": 4, "schedule.checkpoint_every": 2}), run)
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"iteration": 5, "lo')  # the writer was killed mid-line
     train(resume_config(run, {"train.iterations": 6}), run, resume=True)

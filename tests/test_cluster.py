@@ -83,12 +83,13 @@ def scrape(url: str) -> str:
 def test_submit_watch_fetch(tmp_path: Path, cluster: dict) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
-        "base": tiny_data("protonet", **{"train.iterations": 2000}),
+        "base": tiny_data("protonet", **{"train.iterations": 2000, "schedule.eval_every": 250,
+                                         "schedule.eval_episodes": 32,
+                                         "schedule.checkpoint_every": 250}),
         "space": {"optim.lr": {"loguniform": [1e-4, 0.02]}, "model.hidden": {"choice": [8, 16]}},
         "search": {"num_samples": 4, "max_concurrent": 2, "initial_points": 2, "seed": 1},
         "scheduler": {"name": "asha", "grace_period": 500, "reduction_factor": 2},
-        "trial": {"iterations_per_step": 250, "eval_episodes": 32},
-        "checkpoint": {"every": 250, "keep": 2}}))
+        "checkpoint": {"keep": 2}}))
     r = cli(cluster, "submit", str(space), "--address", cluster["address"],
             "--storage", "s3://metagan/searches", "--name", "e2e")
     assert r.returncode == 0, r.stderr

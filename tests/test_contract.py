@@ -205,7 +205,8 @@ def test_a_method_defined_here_trains_searches_and_loads(tmp_path: Path) -> None
     from metagan.space import parse_spec
     from metagan.tune.search import dry_run
 
-    data = tiny_run("toy", **{"train.iterations": 3, "train.checkpoint_every": 0})
+    data = tiny_run("toy", **{"train.iterations": 3, "schedule.checkpoint_every": 0,
+                              "schedule.eval_every": 1, "schedule.eval_episodes": 4})
     result = train(build_config(data), tmp_path / "run")
     assert result["iteration"] == 3 and 0 <= result["test_accuracy"] <= 1
     loop = load_loop(tmp_path / "run")
@@ -213,7 +214,7 @@ def test_a_method_defined_here_trains_searches_and_loads(tmp_path: Path) -> None
     assert loop.method.offset.item() < 1  # its own phase trained
     space = {"base": data, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
              "search": {"num_samples": 2, "max_concurrent": 1},
-             "scheduler": {"name": "none"}, "trial": {"iterations_per_step": 1, "eval_episodes": 4}}
+             "scheduler": {"name": "none"}}
     assert "-> method toy" in dry_run(parse_spec(space))
     # Its declaration is enforced like any method's: a key it does not read is refused.
     space["space"]["gan.z_dim"] = {"choice": [8, 16]}

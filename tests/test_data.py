@@ -49,6 +49,7 @@ def test_splits_are_disjoint_by_alphabet_and_recorded() -> None:
     assert sum(map(len, sets.values())) == 8
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"])
     assert not (sets["val"] & sets["test"])
+    assert any({"Greek", "Latin"} <= s for s in sets.values())  # a family stays whole
     for name in ("train", "val", "test"):
         assert set(splits.get(name).groups) == sets[name]
         assert all(c.split("/")[0] in sets[name] for c in splits.get(name).classes)

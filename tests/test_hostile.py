@@ -37,12 +37,12 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working folder: a trained run, a space file, a config, an experiment store."""
     root = tmp_path_factory.mktemp("hostile")
     train(tiny_config("protonet", **{"train.iterations": 2}), root / "run")
-    config = tiny_data("protonet", **{"train.iterations": 2})
+    config = tiny_data("protonet", **{"train.iterations": 2, "schedule.eval_every": 1,
+                                      "schedule.eval_episodes": 4})
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     space = {"base": config, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]},
                                        "model.hidden": {"choice": [8, 16]}},
-             "search": {"num_samples": 2}, "scheduler": {"name": "none"},
-             "trial": {"iterations_per_step": 1, "eval_episodes": 4}}
+             "search": {"num_samples": 2}, "scheduler": {"name": "none"}}
     (root / "space.yaml").write_text(yaml.safe_dump(space))
     (root / "store").mkdir()
     return root
@@ -167,7 +167,7 @@ def test_search_refuses_starting_points_outside_the_space(place: Path, capsys, p
                                         ("model.hidden", "16"), ("method", "dagan"),
                                         ("meta.algorithm", "maml"), ("optim.lr", "0.1"),
                                         ("train.seed", "4"), ("data.affine_augment", "true"),
-                                        ("train.test_episodes", "10")])
+                                        ("schedule.test_episodes", "10")])
 def test_train_resume_refuses_overrides_it_cannot_honour(place: Path, capsys, key: str,
                                                          value: str) -> None:
     refused(place, capsys, ["train", "--resume", str(place / "run"), "--set", f"{key}={value}"],

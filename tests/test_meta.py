@@ -53,7 +53,10 @@ def per_task_maml_gradient(model: Conv4, ep: Episode, lr: float, steps: int,
 def test_batched_maml_meta_gradient_matches_per_task(algorithm: str, second_order: bool,
                                                      steps: int) -> None:
     model = small_model()
-    learner = build_learner(MetaConfig(algorithm=algorithm, inner_lr=0.3, inner_steps=steps), model)
+    # The reference normalises the queries as one batch: model.batch_norm transductive (the
+    # support mode is checked in tests/test_batch_norm.py).
+    learner = build_learner(MetaConfig(algorithm=algorithm, inner_lr=0.3, inner_steps=steps), model,
+                            batch_norm="transductive")
     ep = small_episode()
     batched = torch.autograd.grad(learner.meta_loss(ep).objective, list(model.parameters()))
     reference = per_task_maml_gradient(model, ep, 0.3, steps, second_order)
@@ -66,7 +69,9 @@ def test_batched_maml_meta_gradient_matches_per_task(algorithm: str, second_orde
 
 def test_reptile_gradient_is_theta_minus_mean_adapted() -> None:
     model = small_model()
-    learner = build_learner(MetaConfig(algorithm="reptile", inner_lr=0.1, inner_steps=3), model)
+    # The reference adapts on support and queries as one batch: model.batch_norm transductive.
+    learner = build_learner(MetaConfig(algorithm="reptile", inner_lr=0.1, inner_steps=3), model,
+                            batch_norm="transductive")
     ep = small_episode()
     grads = torch.autograd.grad(learner.meta_loss(ep).objective, list(model.parameters()))
     names = [n for n, _ in model.named_parameters()]

@@ -54,12 +54,13 @@ def write_trial(root: Path, name: str, reports: list[dict[str, Any]], torn: str 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    """storage root/exp in the layout a search leaves (checkpoint.every 20, reports every 10)."""
+    """storage root/exp in the layout a search leaves (checkpoints every 20, reports every 10)."""
     root = tmp_path / "store"
-    spec = parse_spec({"base": tiny_data("protonet", **{"train.iterations": 40}),
+    spec = parse_spec({"base": tiny_data("protonet", **{
+                           "train.iterations": 40, "schedule.eval_every": 10,
+                           "schedule.checkpoint_every": 20}),
                        "space": {"model.hidden": {"choice": [8, 16]}},
-                       "scheduler": {"grace_period": 10}, "trial": {"iterations_per_step": 10},
-                       "checkpoint": {"every": 20}})
+                       "scheduler": {"grace_period": 10}})
     results.write_space(parse_storage(str(root)), "exp", spec.to_dict())
     exp = root / "exp"
     reports_a = [record("aaaa1111", i, v, 8) for i, v in ((10, 0.5), (20, 0.7), (30, 0.95), (40, 0.6))]
@@ -81,7 +82,7 @@ def test_the_layout_is_read_as_a_search_leaves_it(store: Path) -> None:
     assert (store / "exp" / results.SPACE_FILE).is_file()
     found = Experiment.open(str(store), "exp")
     assert (found.metric, found.mode) == ("val_accuracy", "max")
-    assert found.space["checkpoint"]["every"] == 20
+    assert found.space["base"]["schedule"]["checkpoint_every"] == 20
     assert found.trials() == [A, B]
     assert found.trial_id(A) == "aaaa1111" and found.trial_id(B) == "bbbb2222"
     histories = found.histories()

@@ -26,16 +26,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
 
 
 def write_space(path: Path, *, iterations: int = 40, samples: int = 4, scheduler: str = "asha",
-                keep: int = 2, step: int = 10, **sections: Any) -> Path:
-    """A tiny search: ProtoNet on the bundled data, seconds per trial."""
+                keep: int = 2, step: int = 10, checkpoint_every: int | None = None,
+                **sections: Any) -> Path:
+    """A tiny search: ProtoNet on the bundled data, seconds per trial; a report (and by default
+    a checkpoint) every `step` meta-iterations."""
     data = {
-        "base": tiny_data("protonet", **{"train.iterations": iterations}),
+        "base": tiny_data("protonet", **{
+            "train.iterations": iterations, "schedule.eval_every": step,
+            "schedule.eval_episodes": 16, "schedule.checkpoint_every": checkpoint_every or step}),
         "space": {"optim.lr": {"loguniform": [1e-5, 0.05]}, "model.hidden": {"choice": [8, 16]}},
         "search": {"algorithm": "hyperopt", "num_samples": samples, "max_concurrent": 2,
                    "initial_points": 2, "seed": 0},
         "scheduler": {"name": scheduler, "grace_period": 10, "reduction_factor": 2},
-        "trial": {"iterations_per_step": step, "eval_episodes": 16},
-        "checkpoint": {"every": step, "keep": keep},
+        "checkpoint": {"keep": keep},
         "failure": {"max_retries": 2},
     }
     for section, values in sections.items():
@@ -151,7 +154,7 @@ def test_summary_api_and_report_agree_when_checkpoints_are_sparser_than_reports(
     """Reports every 10 meta-iterations, checkpoints every 20: a best report may have no
     checkpoint. The printed best, the API and `metagan report` name the same stored checkpoint."""
     space = write_space(tmp_path / "space.yaml", iterations=60, samples=2, scheduler="none",
-                        keep=10, checkpoint={"every": 20})
+                        keep=10, checkpoint_every=20)
     out = tmp_path / "r.json"
     r = subprocess.run(search_cmd(space, "agree", ray_cluster, "--json", str(out)),
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -372,10 +375,16 @@ def test_a_30_s_storage_outage_errors_no_trial_and_loses_no_checkpoint(
     for name, t in found.items():
         records = t["results"]
         assert records[-1]["iteration"] == 3000 and records[-1]["done"], name
+        # No trial failed even once (Tune would retry it from a checkpoint and repeat reports).
+        iterations = [rec["iteration"] for rec in records]
+        failures = [read(s3, f"{experiment}/{name}/{f}").decode()[-3000:]
+                    for f in sorted(t["files"]) if f.startswith("error") and f.endswith(".txt")]
+        assert len(set(iterations)) == len(iterations) and not failures, (
+            name, iterations, failures, stderr[-3000:])
         stamps = [rec["timestamp"] for rec in records]  # whole seconds
         assert stamps[0] <= down and stamps[-1] >= up, name  # the trial spanned the outage
         waited.append(max(b - a for a, b in zip(stamps, stamps[1:])))
-        # Every report checkpointed (checkpoint.every = iterations_per_step), none missing.
+        # Every report checkpointed (schedule.checkpoint_every = eval_every), none missing.
         indices = sorted(_checkpoint_index(c) for c in t["checkpoints"])
         assert indices == list(range(len(records))), (name, indices, len(records))
         assert all("state.pt" in files for files in t["checkpoints"].values())

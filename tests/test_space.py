@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from metagan.tune.search import hyperopt_space
 from .conftest import ROOT, run_cli, tiny_data
 
 SPACE: dict[str, Any] = {
-    "base": tiny_data("protonet", **{"train.iterations": 20}),
+    "base": tiny_data("protonet", **{"train.iterations": 20, "schedule.eval_every": 10,
+                                     "schedule.eval_episodes": 8, "schedule.checkpoint_every": 10}),
     "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}, "model.hidden": {"choice": [8, 16]}},
     "search": {"num_samples": 4, "max_concurrent": 2},
     "scheduler": {"name": "asha", "grace_period": 10},
-    "trial": {"iterations_per_step": 10, "eval_episodes": 8},
 }
 
 
@@ -49,7 +50,7 @@ def space(**changes: Any) -> dict[str, Any]:
 def test_valid_space_parses() -> None:
     spec = parse_spec(space())
     assert [p.key for p in spec.params] == ["optim.lr", "model.hidden"]
-    assert spec.iterations == 20 and spec.checkpoint_frequency == 1
+    assert spec.iterations == 20
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -77,8 +78,15 @@ def test_valid_space_parses() -> None:
     ({"scheduler/grace_period": 500}, "scheduler.grace_period"),
     ({"scheduler/reduction_factor": 1}, "reduction_factor"),
     ({"scheduler/max_iterations": 50}, "exceeds the longest"),
-    ({"trial/iterations_per_step": 0}, "trial.iterations_per_step"),
-    ({"checkpoint/every": 15}, "multiple of trial.iterations_per_step"),
+    ({"base/schedule/eval_every": 0}, "schedule.eval_every: a trial reports to the search"),
+    ({"base/schedule/eval_every": 30}, "schedule.eval_every (30) exceeds train.iterations"),
+    ({"base/schedule/checkpoint_every": 15}, "schedule.checkpoint_every (15) must be a multiple"),
+    ({"space/schedule.checkpoint_every": {"choice": [10, 15]}}, "schedule.checkpoint_every=15)"),
+    ({"trial/iterations_per_step": 10}, "trial.iterations_per_step: moved to the run config's "
+                                        "schedule.eval_every"),
+    ({"checkpoint/every": 10}, "checkpoint.every: moved to the run config's schedule.checkpoint_every"),
+    ({"trial/eval_episodes": 10}, "trial.eval_episodes: moved"),
+    ({"base/train/eval_every": 10}, "train.eval_every: moved to schedule.eval_every"),
     ({"resources/gpu": 1.5}, "fraction of one GPU"),
     ({"resources/cpu": 0}, "cpu must be positive"),
     ({"search/num_samples": 0}, "search.num_samples"),
@@ -88,7 +96,7 @@ def test_valid_space_parses() -> None:
     ({"search/points_to_evaluate": [{"optim.lr": 0.001, "model.hidden": 8, "x": 1}]}, "'x' is not in space"),
 ])
 def test_space_errors_name_the_problem(changes: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_spec(space(**changes))
 
 
@@ -226,3 +234,20 @@ def test_relative_data_paths_become_absolute_before_any_trial(tmp_path: Path, im
     monkeypatch.chdir(tmp_path)  # elsewhere, as a trial is: the config still finds its data
     for point in ({"optim.lr": 1e-3, "model.hidden": 8},):
         assert Path(spec.config_for(point).data.root).is_dir()
+
+
+def test_the_base_config_is_the_first_trial_by_default() -> None:
+    """A search reports where it starts: hyperopt's first suggestion is the base config's values."""
+    from metagan.tune.search import _search_alg, dry_run
+
+    spec = parse_spec(space(**{"base/optim/lr": 0.002, "base/model/hidden": 16}))
+    assert spec.start_points() == [{"optim.lr": 0.002, "model.hidden": 16}]
+    searcher, _ = _search_alg(spec)
+    assert searcher.suggest("first") == {"optim.lr": 0.002, "model.hidden": 16}
+    assert searcher.suggest("second") != {"optim.lr": 0.002, "model.hidden": 16}
+    assert 'first trials: the base config: [{"model.hidden": 16, "optim.lr": 0.002}]' in dry_run(spec)
+    # Given points win; start_from_base off, or a base value outside the space: no base point.
+    given = {"optim.lr": 0.003, "model.hidden": 8}
+    assert parse_spec(space(**{"search/points_to_evaluate": [given]})).start_points() == [given]
+    assert parse_spec(space(**{"search/start_from_base": False})).start_points() == []
+    assert parse_spec(space(**{"base/model/hidden": 32})).start_points() == []

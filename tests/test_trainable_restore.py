@@ -21,9 +21,10 @@ from .conftest import tiny_data
 
 pytestmark = pytest.mark.ray
 
-SPEC = parse_spec({"base": tiny_data("protonet", **{"train.iterations": 40}),
+SPEC = parse_spec({"base": tiny_data("protonet", **{
+                       "train.iterations": 40, "schedule.eval_every": 5,
+                       "schedule.eval_episodes": 4, "schedule.checkpoint_every": 5}),
                    "space": {"optim.lr": {"choice": [0.001]}},
-                   "trial": {"iterations_per_step": 5, "eval_episodes": 4},
                    "scheduler": {"name": "none"}})
 
 
@@ -94,9 +95,10 @@ def test_a_half_deleted_checkpoint_restores_from_the_newest_complete_one(tmp_pat
 
 
 def test_a_diverged_trial_reports_the_worst_value_and_keeps_its_last_good_one() -> None:
-    spec = parse_spec({"base": tiny_data("maml", **{"train.iterations": 40, "meta.inner_lr": 1e12}),
+    spec = parse_spec({"base": tiny_data("maml", **{
+                           "train.iterations": 40, "meta.inner_lr": 1e12, "schedule.eval_every": 1,
+                           "schedule.eval_episodes": 4, "schedule.checkpoint_every": 1}),
                        "space": {"optim.lr": {"choice": [0.001]}},
-                       "trial": {"iterations_per_step": 1, "eval_episodes": 4},
                        "scheduler": {"name": "none"}})
 
     class Diverging(EpisodeTrainable):

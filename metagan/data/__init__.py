@@ -31,11 +31,13 @@ class Splits:
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Read the configured source and split it by group (alphabet), never mixing alphabets."""
+    """Read the configured source and split it by group (alphabet), never mixing alphabets
+    and keeping each family of near-identical Omniglot alphabets (omniglot.FAMILIES) whole."""
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
     if cfg.source == "bundled":
         full = omniglot.load_zips(omniglot.bundled_paths(), cfg.image_size, cache)
         test_set = None
+        families = omniglot.FAMILIES
     elif cfg.root is None:  # config validation rejects this too
         raise ConfigError(f"data.root: required when data.source is {cfg.source!r}")
     elif cfg.source == "omniglot":
@@ -43,11 +45,14 @@ def load_splits(cfg: DataConfig) -> Splits:
         full = omniglot.load_zips([root / "images_background.zip"], cfg.image_size, cache)
         # The evaluation alphabets are meta-test only; they never reach train or val.
         test_set = omniglot.load_zips([root / f"{omniglot.EVALUATION}.zip"], cfg.image_size, cache)
+        families = omniglot.FAMILIES  # they shape the meta-val split of the background alphabets
     else:
         full = load_folder(cfg.root, cfg.image_size, cache)
         test_set = None
+        families = ()  # user folders declare no families
     test_count = 0 if test_set is not None else cfg.test_groups
-    groups = split_groups(list(full.groups), cfg.val_groups, test_count, cfg.split_seed)
+    groups = split_groups(list(full.groups), cfg.val_groups, test_count, cfg.split_seed,
+                          families)
     parts = {name: full.select_groups(set(g)) for name, g in groups.items()}
     if test_set is not None:
         parts["test"] = test_set

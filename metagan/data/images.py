@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,15 +59,73 @@ def with_rotations(images: ImageSet) -> ImageSet:
     return ImageSet(np.concatenate(xs), np.concatenate(ys), tuple(classes), tuple(groups))
 
 
-def split_groups(groups: list[str], val: int, test: int, seed: int) -> dict[str, list[str]]:
-    """Assign whole groups to meta-train / meta-val / meta-test by a seeded permutation."""
-    unique = sorted(set(groups))
-    if val + test >= len(unique):
+def group_units(groups: list[str], families: Iterable[Iterable[str]] = ()) -> list[tuple[str, ...]]:
+    """The units a split assigns whole: each family's members present in `groups` as one unit,
+    every other group alone; members and units sorted by name."""
+    present = set(groups)
+    units: dict[str, tuple[str, ...]] = {}
+    for family in families:
+        members = tuple(sorted(present & set(family)))
+        if members:
+            for g in members:
+                if g in units:
+                    raise DataError(f"group {g!r} is in two families: {units[g]} and {members}")
+                units[g] = members
+    for g in present - set(units):
+        units[g] = (g,)
+    return sorted(set(units.values()))
+
+
+def _fillable(sizes: list[int], test: int, val: int) -> list[set[tuple[int, int]]]:
+    """fill[i]: the (test, val) counts that units i.. can meet exactly (the rest to train)."""
+    fill: list[set[tuple[int, int]]] = [set() for _ in sizes] + [{(0, 0)}]
+    for i in reversed(range(len(sizes))):
+        s, after = sizes[i], fill[i + 1]
+        fill[i] = (after | {(a + s, b) for a, b in after if a + s <= test}
+                   | {(a, b + s) for a, b in after if b + s <= val})
+    return fill
+
+
+def split_groups(groups: list[str], val: int, test: int, seed: int,
+                 families: Iterable[Iterable[str]] = ()) -> dict[str, list[str]]:
+    """Assign whole groups to meta-train / meta-val / meta-test by a seeded permutation.
+
+    The permutation is over units (group_units): the groups of a family present in the data
+    (e.g. alphabets with near-identical characters) always land in the same split. `val` and
+    `test` count groups, not units, and are met exactly: taking the units in the seeded order,
+    each goes to meta-test, else meta-val, else meta-train, the first whose count it still fits
+    in while the units after it can fill both counts exactly (so a family, needing room for
+    all its groups, is held out less often than a lone group). Without families (or with none
+    present) this is the plain permutation of groups: the first `test` to meta-test, the next
+    `val` to meta-val. Counts the units cannot meet, or that leave meta-train empty, raise a
+    one-line DataError.
+    """
+    units = group_units(groups, families)
+    total = sum(map(len, units))
+    if val + test >= total:
         raise DataError(f"cannot hold out {val} validation + {test} test groups from "
-                        f"{len(unique)} groups: meta-train would be empty")
-    order = [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
-    return {"test": sorted(order[:test]), "val": sorted(order[test:test + val]),
-            "train": sorted(order[test + val:])}
+                        f"{total} groups: meta-train would be empty")
+    order = [units[i] for i in np.random.default_rng(seed).permutation(len(units))]
+    fill = _fillable([len(u) for u in order], test, val)
+    if (test, val) not in fill[0]:
+        kept = "; ".join("+".join(u) for u in units if len(u) > 1)
+        raise DataError(f"cannot hold out exactly {val} validation + {test} test groups from "
+                        f"{total} groups with families kept whole ({kept}): change "
+                        "data.val_groups or data.test_groups")
+    out: dict[str, list[str]] = {"test": [], "val": [], "train": []}
+    need = {"test": test, "val": val}
+    for i, unit in enumerate(order):
+        s = len(unit)
+        if s <= need["test"] and (need["test"] - s, need["val"]) in fill[i + 1]:
+            split = "test"
+        elif s <= need["val"] and (need["test"], need["val"] - s) in fill[i + 1]:
+            split = "val"
+        else:
+            split = "train"
+        if split != "train":
+            need[split] -= s
+        out[split] += unit
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def file_sha256(path: str | Path) -> str:

@@ -124,7 +124,10 @@ class DaganAugmented(SeededNoise, Method):
         return PhaseOutput(loss, {"loss": loss.detach()})
 
     def _meta_phase(self, episode: Episode) -> PhaseOutput:
-        return self.learner.meta_loss(self.augment(episode, self.noise))
+        # The real support images lead the augmented support set; in the learner's support
+        # batch-norm mode only they give the statistics (the generated ones do not).
+        return self.learner.meta_loss(self.augment(episode, self.noise),
+                                      context=episode.support_x.shape[1])
 
     def phases(self) -> list[Phase]:
         """D and G updates (pre-training, then per the schedule), then the augmented meta-update."""
@@ -146,10 +149,12 @@ class DaganAugmented(SeededNoise, Method):
             self.ema.update_parameters(self.generator)
 
     def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Per-task accuracy, with the support sets augmented too when gan.augment_at_test."""
+        """Per-task accuracy, with the support sets augmented too when gan.augment_at_test
+        (batch-norm statistics from the real support images in support mode, as in training)."""
+        real = episode.support_x.shape[1]
         if self.cfg.gan.augment_at_test:
             episode = self.augment(episode, rng if rng is not None else self.noise)
-        return self.learner.task_accuracy(episode)
+        return self.learner.task_accuracy(episode, context=real)
 
     @torch.no_grad()
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:

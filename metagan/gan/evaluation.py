@@ -1,5 +1,12 @@
 """How generation is measured: a metric embedding trained on meta-train classes only, and
-Frechet distance, conditional fidelity and diversity on held-out characters.
+per-character metrics (metrics.py: KID, Frechet distance, fidelity, novelty, precision, recall,
+coverage) on held-out characters, beside the same metrics for real drawings.
+
+Sizes, the same for every compared row: each of T held-out characters (20 by default) gives
+k = gan.eval_shots support drawings to the generator, n samples are drawn, and they are scored
+against n held-out real drawings of that character; the real baseline scores n other held-out
+drawings in their place. n is the most that fits, (drawings per character - k) // 2: Omniglot
+has 20 drawings per character, so k = 5 gives n = 7 (5 + 7 + 7 of the 20).
 
 Inception-based FID needs ImageNet weights this machine cannot download, and an ImageNet
 network says little about pen strokes anyway; the embedding here is a conv4 ProtoNet trained
@@ -28,7 +35,7 @@ from ..data.images import default_cache_dir
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
-from .metrics import conditional_fidelity, feature_frechet_distance, relative_diversity
+from .metrics import character_metrics, kernel_inception_distance
 
 Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, 1, H, W], n) -> [T, n, ...]
 
@@ -133,52 +140,119 @@ def character_sets(images: ImageSet, characters: int, shots: int, rng: np.random
     return x[:, :shots], x[:, shots:]
 
 
-@torch.no_grad()
+def sample_size(held_out: int, samples: int | None = None) -> int:
+    """n, the samples per character of every compared row: a generator's n samples and the
+    real baseline's n real drawings are each scored against the same n held-out real drawings,
+    so 2n must fit in the `held_out` drawings a character has beside its support."""
+    fits = held_out // 2
+    n = fits if samples is None else samples
+    if not 2 <= n <= fits:
+        raise ConfigError(f"gan.eval_shots: {held_out} drawings per character are left beside "
+                          f"the support, room for n <= {fits} samples scored against n real "
+                          f"drawings (n = {n} asked; at least 2 are needed)")
+    return n
+
+
+def evaluation_sets(images: ImageSet, characters: int, shots: int, samples: int | None,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(support [T, k, ...], held-out reference [T, n, ...], other held-out real drawings
+    [T, n, ...]) of `characters` characters: the same sets for every row of one seed."""
+    support, held_out = character_sets(images, characters, shots, np.random.default_rng(seed))
+    n = sample_size(held_out.shape[1], samples)
+    return support, held_out[:, :n], held_out[:, n:2 * n]
+
+
+def embed_sets(embed: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features [T, n, D] on the CPU of images [T, n, 1, H, W], embedded on `embed`'s device."""
+    device = next(iter(embed.parameters()), torch.empty(0)).device
+    with torch.no_grad():
+        features: torch.Tensor = embed(x.flatten(0, 1).to(device))
+    return features.detach().view(*x.shape[:2], -1).cpu().double()
+
+
 def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torch.Tensor,
-                       candidates: int = 5) -> dict[str, float]:
-    """Frechet distance, conditional fidelity and relative diversity of samples [T, n, ...]
-    against held-out real drawings [T, m, ...] of the same T characters."""
+                       support: torch.Tensor | None = None) -> dict[str, float]:
+    """The per-character metrics (metrics.character_metrics) of samples [T, n, ...] against
+    held-out real drawings [T, m, ...], given the support [T, k, ...] they were drawn for.
+
+    Without `support` (older callers) the first half of `real` stands in for it.
+    """
     t = samples.shape[0]
     if t < 2:  # fidelity needs another character to be confused with
         raise ConfigError(f"generation metrics need at least 2 held-out characters, got {t}")
-    candidates = min(candidates, t)  # chance is 1 / the candidates really offered
-    device = next(iter(embed.parameters()), torch.empty(0)).device
-    f_fake = embed(samples.flatten(0, 1).to(device)).view(t, samples.shape[1], -1).cpu()
-    f_real = embed(real.flatten(0, 1).to(device)).view(t, real.shape[1], -1).cpu()
-    fd = feature_frechet_distance(f_real.flatten(0, 1).double().numpy(),
-                                  f_fake.flatten(0, 1).double().numpy())
-    prototypes = f_real.mean(1)  # [T, D]
-    fidelity, diversity = [], []
-    for i in range(t):
-        others = [j for j in range(t) if j != i][: candidates - 1]
-        fidelity.append(conditional_fidelity(f_fake[i], prototypes[[i, *others]], target=0))
-        diversity.append(relative_diversity(f_fake[i], f_real[i]))
-    return {"frechet_distance": fd, "fidelity": float(np.mean(fidelity)),
-            "diversity": float(np.mean(diversity)), "chance_fidelity": 1.0 / candidates}
+    if support is None:
+        half = real.shape[1] // 2
+        support, real = real[:, :half], real[:, half:]
+    return character_metrics(embed_sets(embed, support), embed_sets(embed, samples),
+                             embed_sets(embed, real))
 
 
 def evaluate_generation(cfg: Config, splits: Splits, sample: Sampler, split: str = "test",
-                        characters: int = 20, samples: int = 15, seed: int = 0,
+                        characters: int = 20, samples: int | None = None, seed: int = 0,
                         device: torch.device | str = "cpu", embed: torch.nn.Module | None = None
                         ) -> dict[str, float]:
-    """Adapt-and-sample on held-out characters of a split, scored in the metric embedding
-    `embed` (default: metric_embedding(cfg, splits, device))."""
+    """Adapt to gan.eval_shots drawings of each of `characters` held-out characters of a split,
+    draw n samples each (default: the most that fit, sample_size) and score them in the metric
+    embedding `embed` (default: metric_embedding(cfg, splits, device))."""
     device = torch.device(device)
     embed = embed if embed is not None else metric_embedding(cfg, splits, device)
-    support, real = character_sets(splits.get(split), characters, cfg.gan.eval_shots,
-                                   np.random.default_rng(seed))
-    fake = sample(support.to(device), samples).cpu()
-    return generation_metrics(embed, fake, real)
+    support, reference, _ = evaluation_sets(splits.get(split), characters, cfg.gan.eval_shots,
+                                            samples, seed)
+    fake = sample(support.to(device), reference.shape[1]).cpu()
+    if fake.shape[:2] != reference.shape[:2]:  # every row is scored on the same T x n
+        raise ValueError(f"the sampler returned {tuple(fake.shape[:2])} samples for "
+                         f"{tuple(reference.shape[:2])} asked (characters, n)")
+    return generation_metrics(embed, fake, reference, support)
 
 
 def real_baseline(cfg: Config, splits: Splits, split: str = "test", characters: int = 20,
                   seed: int = 0, device: torch.device | str = "cpu",
-                  embed: torch.nn.Module | None = None) -> dict[str, float]:
-    """The same metrics with real drawings in place of samples (the best a generator can do)."""
+                  embed: torch.nn.Module | None = None, samples: int | None = None
+                  ) -> dict[str, float]:
+    """The metrics of n other real drawings of each character in place of samples, on the
+    same characters, support, reference and n as evaluate_generation (the real-data level)."""
     device = torch.device(device)
     embed = embed if embed is not None else metric_embedding(cfg, splits, device)
-    support, real = character_sets(splits.get(split), characters, cfg.gan.eval_shots,
-                                   np.random.default_rng(seed))
-    half = real.shape[1] // 2
-    return generation_metrics(embed, real[:, :half], real[:, half:])
+    support, reference, other = evaluation_sets(splits.get(split), characters,
+                                                cfg.gan.eval_shots, samples, seed)
+    return generation_metrics(embed, other, reference, support)
 
+
+NOISE_LEVELS = (0.1, 0.25, 0.5)  # std of Gaussian pixel noise, pixels in [0, 1]
+
+
+def one_shot_accuracy(embed: torch.nn.Module, images: ImageSet, episodes: int, seed: int
+                      ) -> float:
+    """5-way 1-shot accuracy (5 queries per class) of the nearest prototype in the embedding."""
+    sampler = TaskSampler(images, 5, 1, 5, seed)
+    ep = sampler.sample(episodes)
+    support, query = embed_sets(embed, ep.support_x), embed_sets(embed, ep.query_x)  # [B, *, D]
+    nearest = torch.cdist(query, support).argmin(-1)  # one shot: the support row is the class
+    return float((ep.support_y.gather(1, nearest) == ep.query_y).double().mean())
+
+
+def validate_embedding(cfg: Config, splits: Splits, split: str = "test", characters: int = 20,
+                       seed: int = 0, device: torch.device | str = "cpu",
+                       embed: torch.nn.Module | None = None, episodes: int = 200,
+                       levels: tuple[float, ...] = NOISE_LEVELS) -> dict[str, float]:
+    """Whether the embedding can be trusted: its own 5-way 1-shot accuracy on the split, and
+    the per-character KID of real drawings against other real drawings plus Gaussian noise of
+    each std in `levels` (keys noise_kid_<100 std>; noise_kid_0 is the real baseline's kid),
+    with noise_monotone = 1.0 when the KID rises at every level."""
+    device = torch.device(device)
+    embed = embed if embed is not None else metric_embedding(cfg, splits, device)
+    images = splits.get(split)
+    support, reference, other = evaluation_sets(images, characters, cfg.gan.eval_shots, None,
+                                                seed)
+    f_ref = embed_sets(embed, reference)
+    rng = torch.Generator().manual_seed(seed)
+    out = {"one_shot_accuracy": one_shot_accuracy(embed, images, episodes, seed)}
+    kids = []
+    for level in (0.0, *levels):
+        noisy = (other + level * torch.randn(other.shape, generator=rng)).clamp(0, 1)
+        f_noisy = embed_sets(embed, noisy)
+        kids.append(float(np.mean([kernel_inception_distance(f_ref[i], f_noisy[i])
+                                   for i in range(f_ref.shape[0])])))
+        out[f"noise_kid_{round(100 * level)}"] = kids[-1]
+    out["noise_monotone"] = float(all(a < b for a, b in zip(kids, kids[1:])))
+    return out

@@ -65,10 +65,12 @@ class MetaGan(SeededNoise, Method):
         n_q = episode.query_x.shape[1]
         with torch.no_grad():
             fakes = self._fakes(episode, n_q)
-        # Real and generated images pass the classifier as separate batches: the per-task batch
-        # norm would otherwise normalise real drawings by statistics dominated by the (very
-        # different) fakes, and the real classes collapse onto each other (measured: chance
-        # accuracy on real queries with fakes mixed into the support set).
+        # Real and generated images are predicted separately. In the learner's support
+        # batch-norm mode both are normalised by the same statistics, the real support set's
+        # (predict runs each behind the support set); transductive, they are separate batches.
+        # Mixed into one batch, the fakes would dominate the statistics and the real classes
+        # collapse onto each other (measured: chance accuracy on real queries with fakes mixed
+        # into the support set).
         adapted = self.learner.adapt(episode.support_x, episode.support_y, episode.ways + 1)
         real_logits = self.learner.predict(adapted, episode.query_x)  # [B, n_q, ways + 1]
         fake_logits = self.learner.predict(adapted, fakes)

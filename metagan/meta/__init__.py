@@ -7,6 +7,7 @@ from . import maml, protonet, reptile  # noqa: F401  (registration)
 from .base import (
     METHODS,
     REGISTRY,
+    BatchNorm,
     Diverged,
     MetaLearner,
     Method,
@@ -16,10 +17,12 @@ from .base import (
     register_method,
 )
 
-__all__ = ["METHODS", "REGISTRY", "Diverged", "MetaLearner", "Method", "Phase",
+__all__ = ["METHODS", "REGISTRY", "BatchNorm", "Diverged", "MetaLearner", "Method", "Phase",
            "PhaseOutput", "accuracy", "build_learner", "register_method"]
 
 
-def build_learner(cfg: MetaConfig, model: nn.Module) -> MetaLearner:
-    """The registered meta-learner named by cfg.algorithm, wrapping `model`."""
-    return REGISTRY[cfg.algorithm](model, cfg)
+def build_learner(cfg: MetaConfig, model: nn.Module, batch_norm: BatchNorm = "support"
+                  ) -> MetaLearner:
+    """The registered meta-learner named by cfg.algorithm, wrapping `model`, with batch norm
+    in mode `batch_norm` (model.batch_norm: "support" or "transductive")."""
+    return REGISTRY[cfg.algorithm](model, cfg, batch_norm)

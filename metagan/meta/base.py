@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ..config import Config, MetaConfig, OptimConfig, register_method_name
 from ..data.episodes import Episode
+from ..models import context_statistics
+
+# model.batch_norm: where a learner's batch-norm layers take their statistics (MetaLearner).
+BatchNorm = Literal["support", "transductive"]
 
 
 @dataclass
@@ -143,20 +148,57 @@ class MetaLearner(Method):
     adapt(support) -> per-task state; predict(state, query) -> logits; meta_loss(episode) ->
     PhaseOutput whose objective's gradient is the meta-gradient. All methods take a meta-batch:
     tensors carry a leading task dimension B.
+
+    Batch norm (`batch_norm`, the config's model.batch_norm), in training as at meta-test:
+
+      "support"       (default, non-transductive) every batch-norm layer normalises every image
+                      of a task (support, queries, generated images) with the statistics of the
+                      task's real support images only, so a query's prediction depends only on
+                      itself and the support set: MetaBN of Bronskill et al. 2020, "TaskNorm:
+                      Rethinking Batch Normalization for Meta-Learning". The network runs on
+                      [support; others] with the statistics of the first `context` rows
+                      (models.context_statistics), and the outputs are sliced.
+      "transductive"  batch statistics of what each learner feeds the network together:
+                      ProtoNet support and queries of a task jointly; MAML and Reptile the
+                      support set while adapting and the queries alone when predicting
+                      (Reptile's meta-training adapts on support and queries jointly).
+
+    `context` (adapt, meta_loss, task_accuracy): how many leading support images of each task
+    are its real support set, when a method appends generated ones after them (DAGAN); None:
+    all of them. Only the support mode uses it.
     """
 
     name: ClassVar[str]
-    # Every learner reads its name, the backbone's settings and the run's optimiser (its phase
-    # has no betas of its own); gradient-based learners add their inner loop.
+    # Every learner reads its name, the backbone's settings (model.batch_norm among them) and
+    # the run's optimiser (its phase has no betas of its own); gradient-based learners add
+    # their inner loop.
     reads = frozenset({"meta.algorithm", "model.*", "optim.name"})
 
-    def __init__(self, model: nn.Module, cfg: MetaConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: MetaConfig, batch_norm: BatchNorm = "support"
+                 ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.batch_norm: BatchNorm = batch_norm
+
+    def statistics_rows(self, support: int, context: int | None = None) -> int | None:
+        """The leading rows of a task's batch (which starts with its `support` support images)
+        whose batch-norm statistics normalise the whole batch: the real support images in
+        support mode, None (the whole batch) in transductive mode."""
+        if self.batch_norm == "transductive":
+            return None
+        return support if context is None else context
+
+    def call_model(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                   rows: int | None) -> torch.Tensor:
+        """The model under `params` on one task's images x [n, ...], batch norm taking its
+        statistics from x[:rows] (None: all of x)."""
+        with context_statistics(self.model, rows):
+            out: torch.Tensor = functional_call(self.model, params, (x,))
+        return out
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, ways: int,
-              steps: int | None = None) -> Any:
+              steps: int | None = None, context: int | None = None) -> Any:
         """Per-task adapted state from support sets [B, n, ...]."""
         raise NotImplementedError
 
@@ -164,9 +206,9 @@ class MetaLearner(Method):
         """Query logits [B, m, ways] under the adapted state."""
         raise NotImplementedError
 
-    def meta_loss(self, episode: Episode) -> PhaseOutput:
+    def meta_loss(self, episode: Episode, context: int | None = None) -> PhaseOutput:
         """The meta-training objective on one meta-batch (default: query loss after adapt)."""
-        adapted = self.adapt(episode.support_x, episode.support_y, episode.ways)
+        adapted = self.adapt(episode.support_x, episode.support_y, episode.ways, context=context)
         logits = self.predict(adapted, episode.query_x)
         loss = task_cross_entropy(logits, episode.query_y)
         return PhaseOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits, episode.query_y)})
@@ -175,13 +217,14 @@ class MetaLearner(Method):
         """The updates of one meta-iteration: a single meta-update for plain meta-learners."""
         return [Phase("meta", list(self.parameters()), self.meta_loss)]
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None,
+                      context: int | None = None) -> torch.Tensor:
         """Per-task query accuracy [B] after adapting to each support set (for evaluation).
 
         `rng` drives any sampling a method does at evaluation (plain learners draw nothing).
         """
         adapted = self.adapt(episode.support_x, episode.support_y, episode.ways,
-                             self.cfg.eval_inner_steps or self.cfg.inner_steps)
+                             self.cfg.eval_inner_steps or self.cfg.inner_steps, context)
         logits = self.predict(adapted, episode.query_x)
         return (logits.argmax(-1) == episode.query_y).float().mean(-1)
 
@@ -197,9 +240,11 @@ class MetaLearner(Method):
 
 
 def required_learner(learner: MetaLearner | None, cfg: Config) -> MetaLearner:
-    """The learner a method with needs_learner is built around (the loop always passes one)."""
+    """The learner a method with needs_learner is built around (the loop always passes one),
+    set to the run's batch-norm convention, model.batch_norm."""
     if learner is None:
         raise TypeError(f"method {cfg.method!r} is built around a meta-learner; got None")
+    learner.batch_norm = cfg.model.batch_norm
     return learner
 
 

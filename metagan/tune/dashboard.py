@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 # Result keys exported, besides every key that holds a loss (generator/loss, ...).
-EXPORTED = ("val_accuracy", "val_ci95", "val_frechet_distance", "val_fidelity", "val_diversity",
+EXPORTED = ("val_accuracy", "val_ci95", "val_kid", "val_frechet_distance", "val_fidelity",
+            "val_novelty", "val_precision", "val_recall", "val_diversity",
             "tasks_per_s", "iteration", "loss", "accuracy")
 
 

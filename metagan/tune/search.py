@@ -73,7 +73,7 @@ class SearchResult:
         if sign * self.best_reported > sign * self.best_value:
             lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
                          f"{self.best_reported_trial}, at a step with no stored checkpoint "
-                         "(checkpoint.every / keep)")
+                         "(schedule.checkpoint_every / checkpoint.keep)")
         return "\n".join(lines)
 
 
@@ -127,7 +127,7 @@ def _search_alg(spec: SearchSpec):
     initial = spec.samples if s.algorithm == "random" else s.initial_points
     # A native space (conditional choices): metric and mode must be given here as well.
     alg = HyperOptSearch(space=hyperopt_space(spec.params), metric=s.metric, mode=s.mode,
-                         points_to_evaluate=[dict(p) for p in s.points_to_evaluate] or None,
+                         points_to_evaluate=spec.start_points() or None,
                          n_initial_points=initial, random_state_seed=s.seed)
     return ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent), {}
 
@@ -309,8 +309,8 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
                 storage_filesystem=storage.filesystem, verbose=verbose, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=c.keep, checkpoint_frequency=spec.checkpoint_frequency,
-                    checkpoint_at_end=True, checkpoint_score_attribute=_score(spec),
+                    num_to_keep=c.keep, checkpoint_frequency=0,  # the schedule's: see trainable.py
+                    checkpoint_at_end=False, checkpoint_score_attribute=_score(spec),
                     checkpoint_score_order=s.mode)))
     try:
         grid = tuner.fit()
@@ -375,6 +375,12 @@ def dry_run(spec: SearchSpec, samples: int = 3) -> str:
     out = [yaml.safe_dump({k: v for k, v in spec.to_dict().items() if k != "base"}, sort_keys=False)]
     points = grid_trials(spec)[:samples] if spec.search.algorithm == "grid" else [
         sample_point(spec.params, rng) for _ in range(samples)]
+    if spec.search.algorithm != "grid" and spec.scheduler.name != "pbt":
+        start = spec.start_points()
+        why = ("points_to_evaluate" if spec.search.points_to_evaluate else "the base config"
+               if start else "none (start_from_base off, conditional choices, or a base value "
+               "outside the space)")
+        out.append(f"first trials: {why}: {json.dumps(start, sort_keys=True)}")
     for i, point in enumerate(points):
         cfg = spec.config_for(point)  # validated like a trial's
         out.append(f"sample {i}: {json.dumps(point, sort_keys=True)}  -> method {cfg.method}, "

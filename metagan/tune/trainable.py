@@ -1,8 +1,9 @@
-"""The trial actor: a Ray Tune `Trainable` that drives one episode loop.
+"""The trial actor: a Ray Tune `Trainable`, a thin adapter over the runner (runner.py).
 
-Each `step()` runs `trial.iterations_per_step` meta-iterations, evaluates on meta-val and
-reports; checkpoints are the loop's `state_dict()` plus the resolved config, the last metrics
-and, for generating methods, a sample grid. The loop itself knows nothing of Ray.
+Each `step()` is one segment of the run's schedule (to the next evaluation or checkpoint,
+`schedule.eval_every` / `checkpoint_every`) reported to Tune, asking Tune for a checkpoint when
+the schedule does; checkpoints are the runner's files plus the sampled parameters and, for
+generating methods, a sample grid. The runner and the loop know nothing of Ray.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ import torch
 from ray import tune
 from ray.train._internal.checkpoint_manager import _TrainingResult
 
-from ..checkpoint import CONFIG_FILE, METRICS_FILE, STATE_FILE, load_state
-from ..config import dump_yaml
-from ..loop import Diverged, EpisodeLoop
+from ..checkpoint import METRICS_FILE, STATE_FILE, load_state, write_files
+from ..loop import EpisodeLoop
 from ..results import CHECKPOINT_DIR, CHECKPOINT_FILES, PARAMS_FILE, SAMPLES_FILE, is_file
+from ..runner import Runner
 from ..runtime import tune_allocator
 from ..space import GRID, SearchSpec, cast_sample, flatten_sample
 from .dashboard import TrialGauges
@@ -80,7 +80,7 @@ class EpisodeTrainable(tune.Trainable):
         old = getattr(self, "loop", None)
         splits = old.splits if old is not None and old.cfg.data == self.cfg.data else None
         self.loop = EpisodeLoop(self.cfg, splits, trial_device(self.spec.resources.gpu))
-        self.loop_s = 0.0
+        self.runner = Runner(self.loop)
         self.last: dict[str, Any] = {}
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
@@ -89,47 +89,30 @@ class EpisodeTrainable(tune.Trainable):
         return True
 
     def step(self) -> dict[str, Any]:
-        """`iterations_per_step` meta-iterations, then a meta-val evaluation."""
-        start = time.perf_counter()
-        total = self.cfg.train.iterations  # may be searched
-        end = min(total, self.loop.iteration + self.spec.trial.iterations_per_step)
-        sums: dict[str, float] = {}
-        n = 0
-        try:
-            while self.loop.iteration < end:
-                for k, v in self.loop.step().items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-        except Diverged as e:
-            self.loop_s += time.perf_counter() - start
-            metric, mode = self.spec.search.metric, self.spec.search.mode
+        """The runner's next segment (to the next evaluation or checkpoint), as a Tune report."""
+        segment = self.runner.advance()
+        metric, mode = self.spec.search.metric, self.spec.search.mode
+        if segment.diverged:
             # The searcher sees the worst value, so it does not keep sampling near a
             # configuration that blew up; the last good value stays on record beside it.
-            return {**self.last, "iteration": self.loop.iteration + 1, "diverged": 1,
-                    "reason": str(e), metric: worst_value(mode),
+            return {**self.last, **segment.summary, metric: worst_value(mode),
                     f"last_good_{metric}": self.last.get(metric), "done": True}
-        means = {k: v / n for k, v in sums.items() if k != "iteration"}
-        val = self.loop.evaluate("val", self.spec.trial.eval_episodes)
-        self.loop_s += time.perf_counter() - start
-        last = {**means, **{f"val_{k}": v for k, v in val.items()},
-                "iteration": self.loop.iteration, "loop_s": self.loop_s, "diverged": 0,
-                "cuda": int(self.loop.device.type == "cuda")}
+        last = {**segment.summary, "cuda": int(self.loop.device.type == "cuda")}
         # Tune's progress table shows the first few metrics: the searched one first.
-        first = (self.spec.search.metric, "iteration", "tasks_per_s", "loss")
+        first = (metric, "iteration", "tasks_per_s", "loss")
         self.last = {**{k: last[k] for k in first if k in last}, **last}
         where: dict[str, Any] = {}
         if ray.is_initialized():  # always on a trial actor; not in an in-process Trainable
             self.gauges.report(self.experiment, self.trial_id, self.last)
             where["node_id"] = ray.get_runtime_context().get_node_id()
-        return {**self.last, **where, "done": self.loop.iteration >= total}
+        # Tune stores a checkpoint when a result asks for one (its checkpoint_frequency is 0).
+        return {**self.last, **where, "done": segment.done, "should_checkpoint": segment.checkpoint}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        """Weights, optimisers, RNG state, resolved config, metrics (and a grid for generators)."""
+        """The runner's checkpoint files, Tune's counter, the sampled parameters (and a grid
+        for generators)."""
         d = Path(checkpoint_dir)
-        torch.save(self.loop.state_dict(), d / STATE_FILE)
-        dump_yaml(self.cfg, d / CONFIG_FILE)
-        stored = {**self.last, TUNE_ITERATION: self.iteration}
-        (d / METRICS_FILE).write_text(json.dumps(stored, indent=2, sort_keys=True))
+        write_files(d, self.cfg, self.loop.state_dict(), {**self.last, TUNE_ITERATION: self.iteration})
         (d / PARAMS_FILE).write_text(json.dumps(self.params, indent=2, sort_keys=True))
         if self.loop.method.generates:
             from ..gan.grid import sample_loop
@@ -169,4 +152,4 @@ class EpisodeTrainable(tune.Trainable):
         metrics = d / METRICS_FILE
         self.last = json.loads(metrics.read_text()) if metrics.is_file() else {}
         self.last.pop(TUNE_ITERATION, None)
-        self.loop_s = float(self.last.get("loop_s", 0.0))
+        self.runner.loop_s = float(self.last.get("loop_s", 0.0))
