@@ -113,3 +113,35 @@ def test_a_diverged_trial_reports_the_worst_value_and_keeps_its_last_good_one() 
     assert last["diverged"] == 1 and last["val_accuracy"] == 0.0  # the worst, for a max metric
     good = [r["val_accuracy"] for r in reports[:-1]]
     assert good and last["last_good_val_accuracy"] == good[-1]  # it ran a while first
+
+
+def test_train_and_a_trial_follow_one_schedule(tmp_path: Path) -> None:
+    """One runner: `metagan train` and a search trial of the same config evaluate at the same
+    iterations with the same meta-val values, and checkpoint at the same iterations."""
+    import json
+
+    from metagan.run import read_records, train
+
+    spec = parse_spec({"base": tiny_data("protonet", **{
+                           "train.iterations": 12, "schedule.eval_every": 3,
+                           "schedule.eval_episodes": 4, "schedule.checkpoint_every": 6}),
+                       "space": {"optim.lr": {"choice": [0.001]}},
+                       "scheduler": {"name": "none"}})
+
+    class Trial(EpisodeTrainable):
+        def setup(self, config):
+            super().setup(config, spec=spec)
+
+    trial = Trial({"optim.lr": 0.001})
+    reports = []
+    while not reports or not reports[-1]["done"]:
+        reports.append(trial.train())
+    run = tmp_path / "run"
+    train(spec.config_for({"optim.lr": 0.001}), run)
+    evaluations = [r for r in read_records(run / "metrics.jsonl")
+                   if "val_accuracy" in r and "test_accuracy" not in r]
+    assert [r["iteration"] for r in reports] == [r["iteration"] for r in evaluations] == [3, 6, 9, 12]
+    assert [r["val_accuracy"] for r in reports] == [r["val_accuracy"] for r in evaluations]
+    assert [r["iteration"] for r in reports if r["should_checkpoint"]] == [6, 12]
+    saved = json.loads((run / "checkpoints" / "last" / "metrics.json").read_text())
+    assert saved["iteration"] == 12
