@@ -22,7 +22,7 @@ from metagan.meta import METHODS, REGISTRY, MetaLearner, build_learner
 from metagan.models import Conv4, context_statistics, freeze_batch_norm
 
 from .test_contract import ENTRIES, IDS, tiny_run
-from .test_meta import small_episode
+from .test_meta import per_task_maml_gradient, small_episode
 
 MODES = ("support", "transductive")
 
@@ -120,26 +120,6 @@ def test_support_mode_predicts_with_the_support_statistics(algorithm: str,
         torch.testing.assert_close(logits[b], expected)
 
 
-def per_task_support_mode_gradient(model: Conv4, ep: Episode, lr: float, steps: int,
-                                   second_order: bool, rows: int) -> list[torch.Tensor]:
-    """The textbook MAML meta-gradient, one task at a time with torch.autograd.grad, batch
-    norm taking its statistics from the first `rows` support images throughout."""
-    names = [n for n, _ in model.named_parameters()]
-    params = list(model.parameters())
-    n = ep.support_x.shape[1]
-    total = 0.0
-    with context_statistics(model, rows):
-        for b in range(ep.num_tasks):
-            fast = params
-            for _ in range(steps):
-                logits = functional_call(model, dict(zip(names, fast)), (ep.support_x[b],))
-                grads = torch.autograd.grad(F.cross_entropy(logits, ep.support_y[b]), fast,
-                                            create_graph=second_order)
-                fast = [p - lr * g for p, g in zip(fast, grads)]
-            logits = functional_call(model, dict(zip(names, fast)),
-                                     (torch.cat([ep.support_x[b], ep.query_x[b]]),))[n:]
-            total = total + F.cross_entropy(logits, ep.query_y[b])
-    return list(torch.autograd.grad(total / ep.num_tasks, params))
 
 
 @pytest.mark.parametrize("algorithm, second_order", [("maml", True), ("fomaml", False)])
@@ -151,7 +131,7 @@ def test_support_mode_maml_meta_gradient_matches_per_task(algorithm: str, second
     ep = small_episode()
     batched = torch.autograd.grad(learner.meta_loss(ep, context=context).objective,
                                   list(learner.model.parameters()))
-    reference = per_task_support_mode_gradient(learner.model, ep, 0.3, 2, second_order,
+    reference = per_task_maml_gradient(learner.model, ep, 0.3, 2, second_order,
                                                context or ep.support_x.shape[1])
     for a, b in zip(batched, reference):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from metagan.space import parse_spec
+from metagan.space import SearchSpec, parse_spec
 from metagan.tune.trainable import EpisodeTrainable, newest_stored_checkpoint
 
 from .conftest import tiny_data
@@ -28,9 +28,16 @@ SPEC = parse_spec({"base": tiny_data("protonet", **{
                    "scheduler": {"name": "none"}})
 
 
-class LocalTrainable(EpisodeTrainable):
-    def setup(self, config):  # what tune.with_parameters does on a cluster
-        super().setup(config, spec=SPEC)
+def trainable_of(spec: SearchSpec) -> type[EpisodeTrainable]:
+    """The trial class of `spec`, run in-process (setup gets the spec as tune.with_parameters
+    passes it on a cluster)."""
+    class Trial(EpisodeTrainable):
+        def setup(self, config):
+            super().setup(config, spec=spec)
+    return Trial
+
+
+LocalTrainable = trainable_of(SPEC)
 
 
 def _checkpoints(trainable: EpisodeTrainable, trial: Path, n: int) -> list[dict]:
@@ -100,12 +107,7 @@ def test_a_diverged_trial_reports_the_worst_value_and_keeps_its_last_good_one() 
                            "schedule.eval_episodes": 4, "schedule.checkpoint_every": 1}),
                        "space": {"optim.lr": {"choice": [0.001]}},
                        "scheduler": {"name": "none"}})
-
-    class Diverging(EpisodeTrainable):
-        def setup(self, config):
-            super().setup(config, spec=spec)
-
-    trial = Diverging({"optim.lr": 0.001})
+    trial = trainable_of(spec)({"optim.lr": 0.001})
     reports = []
     while not reports or not reports[-1].get("done"):
         reports.append(trial.train())
@@ -127,12 +129,7 @@ def test_train_and_a_trial_follow_one_schedule(tmp_path: Path) -> None:
                            "schedule.eval_episodes": 4, "schedule.checkpoint_every": 6}),
                        "space": {"optim.lr": {"choice": [0.001]}},
                        "scheduler": {"name": "none"}})
-
-    class Trial(EpisodeTrainable):
-        def setup(self, config):
-            super().setup(config, spec=spec)
-
-    trial = Trial({"optim.lr": 0.001})
+    trial = trainable_of(spec)({"optim.lr": 0.001})
     reports = []
     while not reports or not reports[-1]["done"]:
         reports.append(trial.train())
