@@ -1,9 +1,10 @@
 """Searches as Ray Jobs on a cluster: submit, status, logs, stop.
 
-Ray 2.60 turns token authentication on by default: the dashboard's Jobs API answers only
-requests that carry `Authorization: Bearer <token>`. The token is read from RAY_AUTH_TOKEN,
-the file RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (where `ray start` writes it), and sent as
-an explicit header. It is never printed, logged or stored.
+On a cluster started with Ray 2.60's token authentication (RAY_AUTH_MODE=token on its nodes)
+the dashboard's Jobs API answers only requests that carry `Authorization: Bearer <token>`. The
+token is read from RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (which
+`ray get-auth-token --generate` writes) and sent as an explicit header whenever one is found.
+It is never printed, logged or stored.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Reaching a Ray cluster: the address forms metagan accepts, a bounded reachability check,
 the auth token, and the error for a cluster that cannot be used. Imports no Ray.
 
-Ray 2.60 turns token authentication on by default. The token is read from RAY_AUTH_TOKEN, the
-file RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (where `ray start` writes it); it is never
-printed, logged or stored.
+A cluster whose nodes start with RAY_AUTH_MODE=token (Ray 2.60) requires a token. It is read
+from RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (which `ray
+get-auth-token --generate` writes); it is never printed, logged or stored.
 """
 
 from __future__ import annotations
