@@ -4,10 +4,12 @@
    MetaGAN beside its plain FOMAML. Every row trains its config (configs/*.yaml) for the same
    number of meta-learner updates (`EpisodeLoop.updates` of the phase that updates the
    learner: "meta", or MetaGAN's "D"), once per training seed (`train.seed`). DAGAN's GAN
-   pre-training (configs/dagan.yaml, `gan.pretrain_steps` G/D updates) runs once per seed
-   before, is timed apart, and its G and D are given to both +DAGAN rows, whose meta-learner
-   then starts at update 0 with the same initial weights and the same training tasks as the
-   plain learner of that seed (MetaGAN, too, trains on FOMAML's task sequence). Evaluation is
+   pre-training (configs/dagan.yaml, `gan.pretrain_steps` G/D updates) happens outside the
+   loop's iterations, once per seed: the first +DAGAN row trains and stores it (keyed by the
+   GAN config and seed, gan/pretrained.py), the second loads it; it is timed apart. Each +DAGAN
+   row's meta-learner starts at update 0 with the same initial weights and the same training
+   tasks as the plain learner of that seed (MetaGAN, too, trains on FOMAML's task sequence).
+   Evaluation is
    non-transductive (`model.batch_norm: support`, every config's default).
 
    Pairing: the meta-test tasks of a seed (5-way 1-shot, --queries per class) are drawn once,
@@ -123,27 +125,13 @@ def train_updates(loop: EpisodeLoop, updates: int) -> float:
     return time.perf_counter() - start
 
 
-def pretrain_dagan(seed: int, steps: int, cache: dict[str, Splits]) -> tuple[EpisodeLoop, float]:
-    """DAGAN's G and D (configs/dagan.yaml) after `steps` pre-training iterations: (loop, s)."""
-    cfg = variant("dagan", None, seed, steps)
-    if cfg.gan.schedule != "frozen":
-        raise SystemExit("gan_table: DAGAN's G is shared between rows only with gan.schedule: frozen")
-    loop = EpisodeLoop(cfg, splits=splits_for(cfg, cache))
+def pretrain_dagan(loop: EpisodeLoop) -> float:
+    """Pre-train (or load the stored) DAGAN generator of a row before its meta-learner's first
+    update, outside the loop's iterations; the seconds it took (a load when another row of the
+    seed already trained it: the artefact is keyed by the GAN config and seed)."""
     start = time.perf_counter()
-    for _ in range(steps):
-        loop.step()
-    return loop, time.perf_counter() - start
-
-
-def attach_gan(loop: EpisodeLoop, pretrained: EpisodeLoop) -> None:
-    """Give a DAGAN row the pre-trained G and D (and noise state) and start its meta phase:
-    its sampler and learner are untouched, so it trains on the plain learner's task sequence."""
-    gan = {k: v for k, v in pretrained.method.state_dict().items() if not k.startswith("learner.")}
-    loop.method.load_state_dict({**loop.method.state_dict(), **gan})
-    steps = pretrained.iteration
-    assert loop.cfg.gan.pretrain_steps == steps
-    loop.iteration = steps  # the frozen schedule's GAN phases are over, the meta phase runs
-    loop.updates.update(D=steps, G=steps)
+    loop.method.ensure_pretrained()  # type: ignore[operator]
+    return time.perf_counter() - start
 
 
 # -- paired evaluation ------------------------------------------------------------------------------
@@ -164,8 +152,8 @@ def episode_accuracies(loop: EpisodeLoop, episodes: list[Episode], seed: int) ->
     return torch.cat(accs).tolist()
 
 
-def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Splits],
-                       dagan: EpisodeLoop | None) -> tuple[dict[str, Any], dict[str, EpisodeLoop]]:
+def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
+                       ) -> tuple[dict[str, Any], dict[str, EpisodeLoop]]:
     """Train every asked method for args.updates learner updates; score the shared episodes."""
     out: dict[str, Any] = {}
     loops: dict[str, EpisodeLoop] = {}
@@ -176,13 +164,12 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
         splits = splits_for(cfg, cache)
         episodes = episodes or shared_episodes(splits, seed, args.episodes, args.queries)
         loop = EpisodeLoop(cfg, splits=splits)
-        if method == "dagan":
-            assert dagan is not None
-            attach_gan(loop, dagan)
+        pretrain_s = pretrain_dagan(loop) if method == "dagan" else 0.0
         train_s = train_updates(loop, args.updates)
         accs = episode_accuracies(loop, episodes, seed)
         out[name] = {"updates": loop.updates[learner_phase(loop)], "iterations": loop.iteration,
-                     "train_s": train_s, "accuracy": float(np.mean(accs)),
+                     "train_s": train_s, "gan_pretrain_s": pretrain_s,
+                     "accuracy": float(np.mean(accs)),
                      "episode_accuracies": accs}
         loops[name] = loop
         print(f"  seed {seed} {name}: {100 * out[name]['accuracy']:.1f}% after "
@@ -353,7 +340,8 @@ def half(x: float | None) -> str:
 def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report of a run."""
     seeds, s0 = raw["seeds"], raw["seeds"][next(iter(raw["seeds"]))]
-    pre = [seeds[s]["dagan_pretrain_s"] for s in seeds if "dagan_pretrain_s" in seeds[s]]
+    pre = [max(r.get("gan_pretrain_s", 0.0) for r in seeds[s]["classification"].values())
+           for s in seeds if any(METHODS[m][1] == "dagan" for m in seeds[s]["classification"])]
     lines = [
         "# GAN x meta-learning at equal meta-learner updates", "",
         f"`python benchmarks/gan_table.py {' '.join(raw['settings']['argv'])}` on "
@@ -471,11 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         print(f"seed {seed}", flush=True)
         res: dict[str, Any] = {}
-        dagan = None
-        if any(METHODS[m][1] == "dagan" for m in args.methods):
-            dagan, res["dagan_pretrain_s"] = pretrain_dagan(seed, args.pretrain_steps, cache)
-        res["classification"], loops = run_classification(args, seed, cache, dagan)
+        res["classification"], loops = run_classification(args, seed, cache)
         if args.generation:  # the GAN-using rows' generators join the generation table
+            dagan = next((loops[m] for m in loops if METHODS[m][1] == "dagan"), None)
             others = {"DAGAN": dagan} if dagan is not None else {}
             if "MetaGAN" in loops:
                 others["MetaGAN"] = loops["MetaGAN"]

@@ -4,7 +4,16 @@ Both sides use the same conv4 network, the same episodes and the same optimiser;
 per-task loop is what public meta-learning libraries do: for each task, clone the weights,
 adapt, evaluate on the query set, backward, then one meta-update for the meta-batch.
 
+fewshot_gan (gan/fewshot.py, FIGR's settings of configs/fewshot_gan.yaml: Reptile over (G, D),
+WGAN-GP inner loop) is measured the same way: its batched meta-iteration (every character of
+the meta-batch in one vmap, the penalty by torch.func) against a loop over characters that
+copies G and D, runs the inner loop with torch.optim.SGD and torch.autograd (the penalty by
+autograd.grad, as FIGR's code) and accumulates the Reptile direction, then one Adam step. A
+task there is one character (meta-batch x ways of them).
+
     python benchmarks/throughput.py [--queries 1] [--meta-batch 32] [--iterations 5]
+                                    [--fewshot-meta-batch N]  # default: the config's
+    python benchmarks/throughput.py --quick   # a smoke run of seconds: small sizes
 """
 
 from __future__ import annotations
@@ -13,19 +22,24 @@ import argparse
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metagan.config import DataConfig, MetaConfig
+from metagan.config import DataConfig, MetaConfig, load_config
 from metagan.data import load_splits
 from metagan.data.episodes import Episode, TaskSampler
+from metagan.gan.fewshot import FewShotGan, class_sets, to_signed
+from metagan.gan.losses import LOSSES, gradient_penalty
 from metagan.meta import REGISTRY, build_learner
+from metagan.meta.base import make_optimizer
 from metagan.meta.protonet import prototypes, squared_distance_logits
 from metagan.models import Conv4
 from metagan.runtime import tune_allocator
 
+FEWSHOT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fewshot_gan.yaml"
 SETTINGS = {
     "maml": MetaConfig(algorithm="maml", inner_lr=0.4, inner_steps=1),
     "fomaml": MetaConfig(algorithm="fomaml", inner_lr=0.4, inner_steps=1),
@@ -68,6 +82,76 @@ def per_task_step(name: str, model: Conv4, cfg: MetaConfig, ep: Episode) -> None
             (F.cross_entropy(logits, ep.query_y[b]) / b_total).backward()
 
 
+def fewshot_per_task_step(gan: FewShotGan, episode: Episode) -> None:
+    """One Reptile meta-iteration of the few-shot GAN, one character at a time over copies of
+    G and D; leaves theta - mean(phi) in .grad."""
+    g_cfg = gan.cfg.gan
+    d_loss_fn, g_loss_fn = LOSSES[g_cfg.loss]
+    gp_weight = g_cfg.gp_weight if g_cfg.loss == "wasserstein" else 0.0
+    tasks = class_sets(episode)
+    n_tasks, m = tasks.shape[:2]
+    params = list(gan.generator.parameters()) + list(gan.discriminator.parameters())
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    for t in range(n_tasks):
+        g, d = copy.deepcopy(gan.generator), copy.deepcopy(gan.discriminator)
+        g_opt = torch.optim.SGD(g.parameters(), lr=g_cfg.inner_lr)
+        d_opt = torch.optim.SGD(d.parameters(), lr=g_cfg.inner_lr)
+        real = to_signed(tasks[t])
+        cond = (real[:episode.shots],) if g_cfg.condition == "set" else ()
+        for _ in range(g_cfg.inner_steps):
+            z = torch.randn(m, g_cfg.z_dim, device=real.device)
+            fake = g(z, *cond).detach()
+            loss = d_loss_fn(d(real), d(fake))
+            if gp_weight:
+                w = torch.rand(m, device=real.device)
+                loss = loss + gp_weight * gradient_penalty(d, real, fake, w)
+            d_opt.zero_grad()
+            loss.backward()
+            d_opt.step()
+            g_opt.zero_grad()
+            g_loss_fn(d(g(z, *cond))).backward()
+            g_opt.step()
+        for p, q in zip(params, list(g.parameters()) + list(d.parameters())):
+            p.grad += (p.detach() - q.detach()) / n_tasks
+
+
+def fewshot_row(args: argparse.Namespace, device: torch.device) -> None:
+    """Print fewshot_gan's batched and per-character tasks/s (configs/fewshot_gan.yaml)."""
+    overrides = [f"task.meta_batch={args.fewshot_meta_batch}"] if args.fewshot_meta_batch else []
+    if args.quick:
+        overrides += ["task.meta_batch=2", "gan.width=8", "gan.inner_steps=2"]
+    cfg = load_config(FEWSHOT_CONFIG, overrides)
+    t, g = cfg.task, cfg.gan
+    torch.manual_seed(0)
+    gan = FewShotGan(cfg).to(device)
+    (phase,) = gan.phases()
+    opt = make_optimizer(phase, cfg.optim)
+    splits = load_splits(cfg.data)
+    episode = TaskSampler(splits.train, t.ways, t.shots, t.queries, 0, device).sample(t.meta_batch)
+    characters = t.meta_batch * t.ways
+
+    def batched() -> None:
+        opt.zero_grad()
+        phase.loss(episode).objective.backward()
+        opt.step()
+
+    def per_task() -> None:
+        opt.zero_grad()
+        fewshot_per_task_step(gan, episode)
+        opt.step()
+
+    t_batched = timed(batched, args.iterations)
+    t_loop = timed(per_task, args.iterations)
+    t_batched = min(t_batched, timed(batched, args.iterations))
+    t_loop = min(t_loop, timed(per_task, args.iterations))
+    b, lp = characters / t_batched, characters / t_loop
+    print(f"{'fewshot_gan':11s}{b:16.1f} {lp:17.1f} {b / lp:6.2f}x   ({characters} characters "
+          f"of {t.shots + t.queries} drawings, {g.loss} gp {g.gp_weight:g}, {g.inner_steps} "
+          f"inner steps, {g.meta_algorithm}, width {g.width}, norm {g.norm}, upsample "
+          f"{g.upsample}, condition {g.condition})", flush=True)
+
+
 def timed(step: Callable[[], None], iterations: int) -> float:
     """Seconds per call, after one warm-up call."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -88,20 +172,34 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1)
     p.add_argument("--meta-batch", type=int, default=32)
     p.add_argument("--iterations", type=int, default=5)
-    p.add_argument("--learners", nargs="+", default=list(SETTINGS))
+    p.add_argument("--learners", nargs="+", default=[*SETTINGS, "fewshot_gan"],
+                   choices=[*SETTINGS, "fewshot_gan"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fewshot-meta-batch", type=int, default=0,
+                   help="fewshot_gan's meta-batch (default: configs/fewshot_gan.yaml's; each "
+                        "task of it gives `ways` characters)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run of seconds: meta-batch 2, 1 iteration, conv4-16, "
+                        "fewshot_gan at width 8 with 2 inner steps")
     args = p.parse_args()
+    if args.quick:
+        args.meta_batch, args.iterations = 2, 1
     tune_allocator()
     device = torch.device(args.device)
     splits = load_splits(DataConfig())
     sampler = TaskSampler(splits.train, args.ways, args.shots, args.queries, 0, device)
+    hidden = 16 if args.quick else 64
     print(f"{args.ways}-way {args.shots}-shot {args.queries}-query, meta-batch {args.meta_batch}, "
-          f"conv4-64, {torch.get_num_threads()} threads, device {device}")
+          f"conv4-{hidden}, {torch.get_num_threads()} threads, device {device}")
     print(f"{'learner':10s} {'batched tasks/s':>16s} {'per-task tasks/s':>17s} {'ratio':>7s}")
     for name in args.learners:
+        if name == "fewshot_gan":
+            fewshot_row(args, device)
+            continue
         cfg = SETTINGS[name]
         torch.manual_seed(0)
-        model = Conv4(hidden=64, depth=4, num_classes=REGISTRY[name].head_size(args.ways)).to(device)
+        model = Conv4(hidden=hidden, depth=4,
+                      num_classes=REGISTRY[name].head_size(args.ways)).to(device)
         learner = build_learner(cfg, model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         episode = sampler.sample(args.meta_batch)

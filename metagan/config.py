@@ -60,8 +60,9 @@ class ModelConfig:
     # images), so a query's prediction depends only on itself and the support set (MetaBN,
     # Bronskill et al. 2020). transductive: from the batches each learner forms (ProtoNet:
     # support and queries together; MAML/Reptile: the queries alone), so a query's prediction
-    # also depends on the other queries.
-    batch_norm: Literal["support", "transductive"] = "support"
+    # also depends on the other queries. instance: every image normalised over its own pixels
+    # (per channel, with the affine parameters; no batch statistics at all), non-transductive.
+    batch_norm: Literal["support", "transductive", "instance"] = "support"
 
 
 # The meta-learners whose model ends in a `ways`-class classifier head (the others are
@@ -94,15 +95,37 @@ class GanConfig:
     d_lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    # dagan: data augmentation for the meta-learner
-    augment: int = 1  # generated samples per real support sample
-    pretrain_steps: int = 200  # iterations that train only the GAN, before the meta-learner
+    # dagan: data augmentation for the meta-learner. G and D are pre-trained once, outside the
+    # loop's iterations (which are all meta-learner updates), and stored in the cache directory
+    # keyed by the data, the gan keys that shape pre-training and train.seed: runs that share
+    # them load it. configs/dagan.yaml sets WGAN-GP (gan.loss: wasserstein, gan.gp_weight: 10).
+    augment: int = 1  # generated samples per real support sample (0 = none: the plain learner)
+    fake_weight: float = 1.0  # dagan: a generated support image's weight against a real one
+    pretrain_steps: int = 200  # G updates of pre-training (each after critic_steps D updates)
+    critic_steps: int = 5  # D (critic) updates per G update, as in WGAN-GP
     schedule: Literal["frozen", "alternate"] = "frozen"  # after pre-training: G fixed or trained
     augment_at_test: bool = True
-    # fewshot_gan: a meta-learned (G, D) pair for few-shot generation
+    # metagan: the classifier (N real classes + "fake") is the discriminator. It reads
+    # gan.fake_weight too: the weight of the fake-image terms of its inner and outer losses.
+    # The generator's objective: feature matching (the classifier's penultimate features of
+    # fakes match those of the task's real queries, Salimans et al. 2016, as MetaGAN uses) or
+    # nonsaturating (-log P(not fake) of the fakes).
+    generator_loss: Literal["feature_matching", "nonsaturating"] = "feature_matching"
+    # fewshot_gan: a meta-learned (G, D) pair for few-shot generation (FIGR; configs/
+    # fewshot_gan.yaml sets the paper's WGAN-GP, 10 inner SGD steps at 1e-3, outer Adam 1e-4)
     meta_algorithm: Literal["reptile", "fomaml"] = "reptile"
     inner_steps: int = 5  # SGD steps of GAN training per task
     inner_lr: float = 0.05
+    # Normalisation in G and D (fewshot_gan only): layer: each image by its own features
+    # (FIGR's LayerNorm); none; batch: the original networks (G with each task's batch
+    # statistics, D none).
+    norm: Literal["layer", "none", "batch"] = "layer"
+    # How G upsamples (fewshot_gan only): resize: nearest x2 + 3x3 conv (no checkerboard, as
+    # FIGR); transposed: the original stride-2 transposed convolutions.
+    upsample: Literal["resize", "transposed"] = "resize"
+    # What conditions G on a character (fewshot_gan only): weights: its adapted weights alone
+    # (FIGR); set: also the mean code of the task's drawings (a SetEncoder, adapted with G).
+    condition: Literal["weights", "set"] = "weights"
     eval_adapt_steps: int = 5  # adaptation steps on an unseen character at evaluation
     eval_shots: int = 5  # drawings of an unseen character to adapt to
     embedding_iterations: int = 400  # ProtoNet iterations of the held-out metric embedding
@@ -410,8 +433,8 @@ def validate(cfg: Config) -> None:
     if m.downsample == "maxpool" and d.image_size >> m.depth < 1:
         raise ConfigError(f"model.depth: {m.depth} poolings shrink a {d.image_size}px image "
                           "to nothing")
-    if m.batch_norm not in ("support", "transductive"):
-        raise ConfigError("model.batch_norm: expected 'support' or 'transductive', "
+    if m.batch_norm not in ("support", "transductive", "instance"):
+        raise ConfigError("model.batch_norm: expected 'support', 'transductive' or 'instance', "
                           f"got {m.batch_norm!r}")
     me = cfg.meta
     _positive("meta.inner_lr", me.inner_lr)
@@ -424,7 +447,7 @@ def validate(cfg: Config) -> None:
     _non_negative("optim.lr_halve_every", o.lr_halve_every)
     _non_negative("optim.grad_clip", o.grad_clip)
     g = cfg.gan
-    for name in ("z_dim", "width", "g_lr", "d_lr", "augment", "inner_steps", "inner_lr",
+    for name in ("z_dim", "width", "g_lr", "d_lr", "critic_steps", "inner_steps", "inner_lr",
                  "eval_shots", "embedding_iterations"):
         _positive(f"gan.{name}", getattr(g, name))
     _non_negative("gan.gp_weight", g.gp_weight)
@@ -438,16 +461,22 @@ def validate(cfg: Config) -> None:
     if cfg.method == "fewshot_gan" and g.spectral_norm:
         raise ConfigError("gan.spectral_norm: not supported by fewshot_gan, whose inner loop "
                           "adapts D functionally (spectral norm updates buffers in place)")
-    if cfg.method == "fewshot_gan" and g.loss == "wasserstein" and g.gp_weight > 0:
-        raise ConfigError("gan.gp_weight: fewshot_gan has no gradient penalty in its inner loop; "
-                          "set gan.gp_weight: 0 or choose another gan.loss")
+    if cfg.method == "fewshot_gan" and g.loss == "wasserstein" and g.gp_weight == 0:
+        raise ConfigError("gan.gp_weight: fewshot_gan's Wasserstein critic is only constrained "
+                          "by its gradient penalty (no weight clipping); give a positive weight "
+                          "(FIGR: 10)")
+    if cfg.method == "metagan":
+        _non_negative("gan.fake_weight", g.fake_weight)
     for name in ("ema", "beta1", "beta2"):
         if not 0.0 <= getattr(g, name) < 1.0:
             raise ConfigError(f"gan.{name}: must be in [0, 1), got {getattr(g, name)}")
     tr = cfg.train
-    if cfg.method == "dagan" and g.pretrain_steps >= tr.iterations:
-        raise ConfigError(f"gan.pretrain_steps: {g.pretrain_steps} pre-training iterations leave "
-                          f"none of train.iterations={tr.iterations} for the meta-learner")
+    if cfg.method == "dagan" and g.fake_weight != 1.0 and cfg.meta.algorithm == "reptile":
+        raise ConfigError("gan.fake_weight: reptile meta-trains on support and queries together, "
+                          "with no support-set loss to weight; use 1.0 or another meta-learner")
+    if cfg.method == "dagan":  # (metagan allows a weight of 0: no fake terms)
+        _positive("gan.fake_weight", g.fake_weight)
+    _non_negative("gan.augment", g.augment)
     _positive("train.iterations", tr.iterations)
     sch = cfg.schedule
     _positive("schedule.log_every", sch.log_every)

@@ -8,6 +8,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+# Where a TaskBatchNorm2d takes its statistics (see context_statistics): the first k images of
+# the batch (an int), the whole batch (None) or each image alone (INSTANCE).
+INSTANCE = "instance"
+Statistics = int | str | None
+
 
 class TaskBatchNorm2d(nn.Module):
     """Batch norm with batch statistics and no running ones (as in MAML).
@@ -20,9 +25,14 @@ class TaskBatchNorm2d(nn.Module):
     Normalization for Meta-Learning" (ICML), under which an image's output depends only on
     itself and the support set, not on the other images it is batched with.
 
+    While `context` is INSTANCE ("instance") every image is normalised per channel over its own
+    pixels only (instance normalisation, with the same affine parameters): no statistics are
+    shared between images at all, so real and generated images can share a batch without one
+    moving the other's output.
+
     Written with plain tensor ops: under torch.func.vmap, PyTorch's fused batch_norm gives
     wrong second derivatives (seen with torch 2.13), which second-order MAML needs. The
-    context is a Python int, so it is static under vmap and grad.
+    context is a Python int or str, so it is static under vmap and grad.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
@@ -32,15 +42,19 @@ class TaskBatchNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
         self.frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # see freeze_batch_norm
-        self.context: int | None = None  # see context_statistics
+        self.context: Statistics = None  # see context_statistics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise [n, C, H, W] per channel by the mean and variance over the images (all n,
-        or the first `context`) and pixels, or by frozen statistics."""
+        or the first `context`) and pixels, over each image's own pixels (INSTANCE), or by
+        frozen statistics."""
         if self.frozen is not None:
             mean, var = self.frozen
+        elif self.context == INSTANCE:
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)
         else:
-            ref = x if self.context is None else x[:self.context]
+            ref = x if not isinstance(self.context, int) else x[:self.context]
             mean = ref.mean(dim=(0, 2, 3), keepdim=True)
             var = (ref - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
@@ -48,11 +62,14 @@ class TaskBatchNorm2d(nn.Module):
 
 
 @contextmanager
-def context_statistics(model: nn.Module, rows: int | None) -> Iterator[None]:
+def context_statistics(model: nn.Module, rows: Statistics) -> Iterator[None]:
     """Within the block, every TaskBatchNorm2d of `model` takes its statistics from the first
-    `rows` images of each batch it normalises (None: from the whole batch). Nests; the
-    previous setting is restored on exit."""
-    if rows is not None and rows < 1:
+    `rows` images of each batch it normalises (None: from the whole batch; INSTANCE: each
+    image from itself alone). Nests; the previous setting is restored on exit."""
+    if isinstance(rows, str) and rows != INSTANCE:
+        raise ValueError(f"batch-norm statistics: expected a row count, None or {INSTANCE!r}, "
+                         f"got {rows!r}")
+    if isinstance(rows, int) and rows < 1:
         raise ValueError(f"batch-norm statistics need at least one image, got rows={rows}")
     norms = [m for m in model.modules() if isinstance(m, TaskBatchNorm2d)]
     saved = [m.context for m in norms]
@@ -130,7 +147,8 @@ class Conv4(nn.Module):
         features: torch.Tensor = self.features(x)  # [n, hidden, side, side]
         return features.flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [n, num_classes], or the embedding when there is no head."""
+    def forward(self, x: torch.Tensor, penultimate: bool = False) -> torch.Tensor:
+        """Logits [n, num_classes], or the embedding when there is no head or `penultimate`
+        asks for the features the head reads (a functional_call can ask with kwargs)."""
         z = self.embed(x)
-        return self.head(z) if self.head is not None else z
+        return self.head(z) if self.head is not None and not penultimate else z

@@ -276,8 +276,8 @@ def test_the_config_key() -> None:
     assert build_config({"model": {"batch_norm": "transductive"}}).model.batch_norm == \
         "transductive"
     bogus = Config(model=ModelConfig(batch_norm="running"))
-    with pytest.raises(ConfigError, match=r"^model\.batch_norm: expected 'support' or "
-                                          r"'transductive', got 'running'$"):
+    with pytest.raises(ConfigError, match=r"^model\.batch_norm: expected 'support', "
+                                          r"'transductive' or 'instance', got 'running'$"):
         validate(bogus)
     with pytest.raises(ConfigError, match=r"model\.batch_norm"):
         build_config({"model": {"batch_norm": "running"}})

@@ -123,17 +123,17 @@ def test_lr_halving() -> None:
 
 
 def test_the_lr_schedule_counts_each_phases_own_updates() -> None:
-    """DAGAN's meta-learner starts after GAN pre-training: its rate halves after its own
-    updates, not loop iterations; the GAN phases count theirs (and a restore keeps both)."""
+    """Each phase's rate halves after its own updates, not loop iterations: DAGAN's critic
+    updates every iteration and its generator every `critic_steps`-th (a restore keeps both)."""
     cfg = tiny_config("protonet", **{"method": "dagan", "optim.lr_halve_every": 2,
-                                     "optim.lr": 0.01, "gan.pretrain_steps": 3,
-                                     "gan.schedule": "frozen", "gan.width": 8, "gan.z_dim": 8})
+                                     "optim.lr": 0.01, "gan.pretrain_steps": 1,
+                                     "gan.schedule": "alternate", "gan.critic_steps": 2,
+                                     "gan.width": 8, "gan.z_dim": 8})
     loop = EpisodeLoop(cfg)
-    lrs = [loop.step()["lr"] for _ in range(7)]
-    # Iterations 0-2 pre-train the GAN; the meta-learner's updates 1..4 are iterations 3..6.
-    assert lrs == [0.01] * 3 + [0.01, 0.01, 0.005, 0.005]
-    assert loop.updates == {"D": 3, "G": 3, "meta": 4}
-    assert loop.lr_factor("D") == 0.5  # 3 updates: halved once, whatever the loop's count
+    lrs = [loop.step()["lr"] for _ in range(4)]
+    assert lrs == [0.01, 0.01, 0.005, 0.005]  # the meta-learner's own updates 1..4
+    assert loop.updates == {"D": 4, "G": 2, "meta": 4}
+    assert (loop.lr_factor("D"), loop.lr_factor("G")) == (0.25, 0.5)
     again = EpisodeLoop(cfg)
     again.load_state_dict(loop.state_dict())
     assert again.updates == loop.updates

@@ -24,5 +24,5 @@ __all__ = ["METHODS", "REGISTRY", "BatchNorm", "Diverged", "MetaLearner", "Metho
 def build_learner(cfg: MetaConfig, model: nn.Module, batch_norm: BatchNorm = "support"
                   ) -> MetaLearner:
     """The registered meta-learner named by cfg.algorithm, wrapping `model`, with batch norm
-    in mode `batch_norm` (model.batch_norm: "support" or "transductive")."""
+    in mode `batch_norm` (model.batch_norm: "support", "transductive" or "instance")."""
     return REGISTRY[cfg.algorithm](model, cfg, batch_norm)

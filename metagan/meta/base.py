@@ -13,10 +13,10 @@ from torch.func import functional_call
 
 from ..config import Config, MetaConfig, OptimConfig, register_method_name
 from ..data.episodes import Episode
-from ..models import context_statistics
+from ..models import INSTANCE, Statistics, context_statistics
 
 # model.batch_norm: where a learner's batch-norm layers take their statistics (MetaLearner).
-BatchNorm = Literal["support", "transductive"]
+BatchNorm = Literal["support", "transductive", "instance"]
 
 
 @dataclass
@@ -162,10 +162,20 @@ class MetaLearner(Method):
                       ProtoNet support and queries of a task jointly; MAML and Reptile the
                       support set while adapting and the queries alone when predicting
                       (Reptile's meta-training adapts on support and queries jointly).
+      "instance"      (non-transductive) no batch statistics at all: every image is normalised
+                      per channel over its own pixels (instance normalisation, keeping the
+                      layers' affine parameters), so an image's output depends on itself alone,
+                      whatever it is batched with (support, queries, generated images).
+                      Every learner supports it; the network's last blocks must keep a spatial
+                      side above 1 (a 1x1 map normalises to its bias).
 
     `context` (adapt, meta_loss, task_accuracy): how many leading support images of each task
-    are its real support set, when a method appends generated ones after them (DAGAN); None:
-    all of them. Only the support mode uses it.
+    are its real support set, when a method appends generated ones after them (DAGAN, and
+    MetaGAN's fakes in MAML's inner loop, see maml.MAML.adapt's `extra`); None: all of them.
+    Only the support mode uses it: generated images are normalised with the real support
+    images' statistics and never enter them. The instance mode needs no context, and in
+    transductive mode generated images are a batch of their own wherever a learner keeps them
+    apart (MAML's `extra`) and part of the support batch where a method appends them (DAGAN).
     """
 
     name: ClassVar[str]
@@ -181,20 +191,25 @@ class MetaLearner(Method):
         self.cfg = cfg
         self.batch_norm: BatchNorm = batch_norm
 
-    def statistics_rows(self, support: int, context: int | None = None) -> int | None:
+    def statistics_rows(self, support: int, context: int | None = None) -> Statistics:
         """The leading rows of a task's batch (which starts with its `support` support images)
         whose batch-norm statistics normalise the whole batch: the real support images in
-        support mode, None (the whole batch) in transductive mode."""
+        support mode, None (the whole batch) in transductive mode; models.INSTANCE (each image
+        by itself) in instance mode."""
         if self.batch_norm == "transductive":
             return None
+        if self.batch_norm == "instance":
+            return INSTANCE
         return support if context is None else context
 
     def call_model(self, params: dict[str, torch.Tensor], x: torch.Tensor,
-                   rows: int | None) -> torch.Tensor:
+                   rows: Statistics, penultimate: bool = False) -> torch.Tensor:
         """The model under `params` on one task's images x [n, ...], batch norm taking its
-        statistics from x[:rows] (None: all of x)."""
+        statistics from x[:rows] (None: all of x; INSTANCE: each image its own). `penultimate`:
+        the features the classifier head reads instead of the logits."""
+        kwargs = {"penultimate": True} if penultimate else {}
         with context_statistics(self.model, rows):
-            out: torch.Tensor = functional_call(self.model, params, (x,))
+            out: torch.Tensor = functional_call(self.model, params, (x,), kwargs)
         return out
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, ways: int,

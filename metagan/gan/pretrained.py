@@ -1,0 +1,215 @@
+"""DAGAN's GAN (G, D on pairs, optional EMA of G), its pre-training, and the stored result.
+
+Pre-training trains the pair GAN alone on meta-train pairs (two drawings of one class), for
+`gan.pretrain_steps` G updates, each after `gan.critic_steps` D updates on fresh pairs (WGAN-GP's
+recipe; the DAGAN code uses 5 critic iterations and 32 pairs a batch). It depends only on the data,
+the gan keys that shape it (PRETRAIN_KEYS) and train.seed: G and D start from their own seed,
+the pairs and noise come from their own generators. So it runs once per such key and is stored
+in the cache directory (data.cache_dir, else the default one) as `dagan/<key>.pt`, written
+atomically under a lock; every later run with the key loads it (torch.load, weights_only).
+
+The meta-learner, the task shape and the augmentation keys (augment, fake_weight, schedule,
+augment_at_test) are not in the key: trials differing only in them share one pre-trained GAN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import Config, OptimConfig, to_dict
+from ..data import ImageSet, load_splits
+from ..data.episodes import Episode, TaskSampler
+from ..data.images import default_cache_dir
+from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
+from .losses import LOSSES, gradient_penalty
+from .uresnet import PairCritic, UResNetGenerator
+
+# Bump when the networks or the pre-training recipe change: stored GANs of another version are
+# never loaded (their key differs).
+VERSION = "uresnet-1"
+PAIRS = 32  # (source, target) pairs per pre-training batch, as in the DAGAN code
+PRETRAIN_SEED_OFFSET = 104_729  # G/D initialisation, pair sampling and noise of pre-training
+PRETRAIN_KEYS = ("loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr",
+                 "beta1", "beta2", "pretrain_steps", "critic_steps")
+
+
+class PairGan(nn.Module):
+    """G (UResNet) from a source drawing, D (critic) on (source, drawing) pairs, G's EMA."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        g = cfg.gan
+        self.cfg = cfg
+        self.generator = UResNetGenerator(g.z_dim, g.width, cfg.data.image_size)
+        self.discriminator = PairCritic(g.width, spectral=g.spectral_norm)
+        # get_ema_multi_avg_fn is unannotated in torch; it returns the EMA update function.
+        self.ema = (AveragedModel(self.generator,
+                                  multi_avg_fn=get_ema_multi_avg_fn(g.ema),  # type: ignore[no-untyped-call]
+                                  use_buffers=True) if g.ema > 0 else None)
+        self.d_loss, self.g_loss = LOSSES[g.loss]
+
+    @property
+    def sampler_net(self) -> nn.Module:
+        """The generator that draws augmentations: the EMA of G's weights when gan.ema > 0."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def z(self, n: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
+        """Noise [n, z_dim], drawn on the CPU from `rng` (the same on every device)."""
+        return torch.randn(n, self.cfg.gan.z_dim, generator=rng).to(device)
+
+    def critic_loss(self, source: torch.Tensor, target: torch.Tensor, rng: torch.Generator
+                    ) -> PhaseOutput:
+        """D's objective on real pairs (source, target) against (source, G(source, z))."""
+        with torch.no_grad():
+            fake = self.generator(source, self.z(source.shape[0], rng, source.device))
+        real_pair, fake_pair = torch.cat([source, target], 1), torch.cat([source, fake], 1)
+        real_s, fake_s = self.discriminator(real_pair), self.discriminator(fake_pair)
+        loss = self.d_loss(real_s, fake_s)
+        metrics = {"loss": loss.detach(), "real_score": real_s.mean().detach(),
+                   "fake_score": fake_s.mean().detach()}
+        g = self.cfg.gan
+        if g.loss == "wasserstein" and g.gp_weight > 0:
+            # As the DAGAN code: the penalty on D's gradient in the drawing, between the real
+            # target and the fake, the source held fixed.
+            w = torch.rand(source.shape[0], generator=rng).to(source.device)
+            gp = gradient_penalty(lambda x: self.discriminator(torch.cat([source, x], 1)),
+                                  target, fake, w)
+            loss = loss + g.gp_weight * gp
+            metrics["gradient_penalty"] = gp.detach()
+        return PhaseOutput(loss, metrics)
+
+    def generator_loss(self, source: torch.Tensor, rng: torch.Generator) -> PhaseOutput:
+        """G's objective: D's judgement of (source, G(source, z))."""
+        fake = self.generator(source, self.z(source.shape[0], rng, source.device))
+        loss = self.g_loss(self.discriminator(torch.cat([source, fake], 1)))
+        return PhaseOutput(loss, {"loss": loss.detach()})
+
+    def update_ema(self) -> None:
+        """Move the EMA towards G's current weights (after each G update)."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+
+
+def pretrain_key(cfg: Config) -> str:
+    """The hash of everything pre-training depends on."""
+    g = cfg.gan
+    gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
+    if g.loss != "wasserstein":
+        gan["gp_weight"] = 0.0  # unused
+    data = {k: v for k, v in to_dict(cfg.data).items() if k != "cache_dir"}  # where, not what
+    blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def artefact_path(cfg: Config, cache_dir: Path | None = None) -> Path:
+    """Where the pre-trained GAN of `cfg` is stored."""
+    root = cache_dir or (Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir
+                         else default_cache_dir())
+    return root / "dagan" / f"{VERSION}-{pretrain_key(cfg)}.pt"
+
+
+def initial_gan(cfg: Config, device: torch.device) -> PairGan:
+    """The untrained pair GAN of pre-training, drawn from its own seed (torch's global RNG is
+    left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed + PRETRAIN_SEED_OFFSET)
+        return PairGan(cfg).to(device)
+
+
+def pair_batch(episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) [PAIRS, 1, S, S] of a one-task, one-shot, one-query episode: class i's
+    support and query drawings."""
+    return episode.support_x[0], episode.query_x[0]
+
+
+def train_gan(cfg: Config, train: ImageSet, device: torch.device) -> tuple[PairGan, dict[str, Any]]:
+    """Pre-train the pair GAN of `cfg` on meta-train drawings; returns it and a summary."""
+    g = cfg.gan
+    gan = initial_gan(cfg, device)
+    seed = cfg.train.seed + PRETRAIN_SEED_OFFSET
+    pairs = TaskSampler(train, min(PAIRS, train.num_classes), 1, 1, seed, device,
+                        cfg.data.affine_augment)
+    noise = torch.Generator().manual_seed(seed + 1)  # a stream apart from the pairs'
+    betas = (g.beta1, g.beta2)
+    d = Phase("D", list(gan.discriminator.parameters()),
+              lambda ep: gan.critic_loss(*pair_batch(ep), noise), g.d_lr, betas)
+    gen = Phase("G", list(gan.generator.parameters()),
+                lambda ep: gan.generator_loss(pair_batch(ep)[0], noise), g.g_lr, betas,
+                after_step=gan.update_ema)
+    # GAN-only optimisers: no weight decay, no clipping (the run's optim section is the
+    # meta-learner's).
+    plain = OptimConfig()
+    d_opt, g_opt = make_optimizer(d, plain), make_optimizer(gen, plain)
+    start = time.perf_counter()
+    d_metrics: dict[str, float] = {}
+    g_metrics: dict[str, float] = {}
+    gan.train()
+    with torch.enable_grad():
+        for step in range(g.pretrain_steps):
+            for _ in range(g.critic_steps):
+                d_metrics = update_phase(d, d_opt, pairs.sample(1), g.d_lr, 0.0, step)
+            g_metrics = update_phase(gen, g_opt, pairs.sample(1), g.g_lr, 0.0, step)
+    for p in gan.parameters():
+        p.grad = None
+    summary = {"steps": g.pretrain_steps, "critic_steps": g.critic_steps,
+               "seconds": time.perf_counter() - start,
+               **{f"D/{k}": v for k, v in d_metrics.items()},
+               **{f"G/{k}": v for k, v in g_metrics.items()}}
+    return gan, summary
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside `path` (POSIX), so concurrent runs of one key train it once."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: concurrent runs may both train (the write is atomic)
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a private temporary file, then rename over `path`."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def pretrained_state(cfg: Config, train: ImageSet | None, device: torch.device,
+                     cache_dir: Path | None = None) -> dict[str, Any]:
+    """The pre-trained pair GAN of `cfg` as {"gan": state_dict, "summary": {...}, "key": ...}:
+    loaded when stored, else trained (on `train`, or meta-train of cfg.data when None) and
+    stored. With gan.pretrain_steps 0 it is the untrained GAN of the key's seed (not stored)."""
+    if cfg.gan.pretrain_steps == 0:
+        return {"gan": initial_gan(cfg, device).state_dict(), "summary": {"steps": 0},
+                "key": pretrain_key(cfg)}
+    path = artefact_path(cfg, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        if path.is_file():
+            state: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
+            return state
+        if train is None:  # read only when it must train
+            train = load_splits(cfg.data).train
+        gan, summary = train_gan(cfg, train, device)
+        state = {"gan": gan.state_dict(), "summary": summary, "key": pretrain_key(cfg)}
+        save_atomically(state, path)
+        return state
