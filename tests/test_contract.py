@@ -212,6 +212,13 @@ def test_a_method_defined_here_trains_searches_and_loads(tmp_path: Path) -> None
     loop = load_loop(tmp_path / "run")
     assert isinstance(loop.method, Toy) and loop.iteration == 3
     assert loop.method.offset.item() < 1  # its own phase trained
+    from metagan import api  # and as a user loads it: the public API
+
+    model = api.load_model(tmp_path / "run")
+    assert isinstance(model.module, Toy)
+    assert torch.equal(model.module.offset, loop.method.offset)
+    episode = loop.sampler.sample(2)
+    assert model.accuracy(episode).shape == (2,)
     space = {"base": data, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
              "search": {"num_samples": 2, "max_concurrent": 1},
              "scheduler": {"name": "none"}}
