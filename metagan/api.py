@@ -9,6 +9,8 @@ usual AWS credentials (or a local path): no Ray cluster is needed.
     api.list_experiments("s3://bucket/searches")
     best = api.best_result("search-20261126-101500", "s3://bucket/searches")
     model = api.load_best_model("search-20261126-101500", "s3://bucket/searches")
+    model.predict(["a1.png", "b1.png"], ["a", "b"], ["q1.png", "q2.png"]).labels  # your images
+    model.sample("my_character/", 10)  # 10 new drawings (generating methods)
     model.accuracy(episode)            # adapt to the support set, score the queries
     model.within_alphabet_accuracy()   # 20-way one-shot tasks within one alphabet each
     local = api.load_model("runs/protonet")  # a local run or checkpoint directory
@@ -16,20 +18,25 @@ usual AWS credentials (or a local path): no Ray cluster is needed.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import results
-from .config import Config, ConfigError
+from .config import HEAD_ALGORITHMS, Config, ConfigError
 from .data.episodes import Episode
+from .inputs import Images, as_batch
 from .loop import EpisodeLoop
+from .meta import Method
 from .results import BestResult, Experiment
 from .storage import StorageError
 
 __all__ = ["submit", "status", "list_experiments", "best_result", "load_best_model",
-           "download_checkpoint", "load_model", "BestResult", "FewShotModel", "StorageError"]
+           "download_checkpoint", "load_model", "BestResult", "FewShotModel", "Prediction",
+           "StorageError"]
 
 
 def submit(space: str | Path, address: str, storage: str, name: str | None = None) -> str:
@@ -67,26 +74,94 @@ def download_checkpoint(experiment: str, storage: str, dest: str | Path | None =
     return Experiment.open(storage, experiment).download(checkpoint, dest)
 
 
-class FewShotModel:
-    """A trained method restored from a checkpoint, ready to adapt to new tasks or sample."""
+@dataclass(frozen=True)
+class Prediction:
+    """What `FewShotModel.predict` answers: a label per query and its class probabilities."""
 
-    def __init__(self, loop: EpisodeLoop) -> None:
-        self.loop = loop
-        self.config: Config = loop.cfg
-        self.module = loop.method.eval()
+    labels: list[Hashable]       # [m] the predicted support label of each query
+    probabilities: torch.Tensor  # [m, ways], columns in the order of `classes`
+    classes: list[Hashable]      # the support labels, each once
+
+
+class FewShotModel:
+    """A trained method restored from a checkpoint, ready to adapt to new tasks or sample.
+
+    Loading reads the checkpoint alone (config and weights), never the training data; only
+    the evaluations over the run's own splits (within_alphabet_accuracy,
+    per_alphabet_accuracy) read the data, when first asked.
+    """
+
+    def __init__(self, config: Config, module: Method, path: Path,
+                 device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.module = module.eval()
+        self.path = path
+        self._device = torch.device(device)
+        self._loop: EpisodeLoop | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.loop.device
+        return self._device
+
+    @property
+    def loop(self) -> EpisodeLoop:
+        """The run's episode loop over its data splits (read on first use)."""
+        if self._loop is None:
+            from .run import load_loop
+
+            self._loop = load_loop(self.path, device=str(self._device))
+        return self._loop
+
+    def _require(self, capability: str, what: str) -> None:
+        if not getattr(type(self.module), capability):
+            does = "generates" if self.module.generates else "does not sample"
+            raise ConfigError(f"method {self.config.method!r} {does}: {what} needs a method "
+                              f"that {'classifies' if capability == 'classifies' else 'samples'}")
 
     def accuracy(self, episode: Episode, seed: int = 0) -> torch.Tensor:
         """Adapt to each task's support set and return its query accuracy (one value per task)."""
-        if not self.module.classifies:
-            raise ConfigError(f"method {self.config.method!r} generates; it does not classify "
-                              "(FewShotModel.sample draws from it)")
+        self._require("classifies", "accuracy")
         rng = torch.Generator().manual_seed(seed)
         with torch.enable_grad():
             return self.module.task_accuracy(episode, rng)
+
+    def predict(self, support_images: Images, support_labels: Sequence[Hashable],
+                query_images: Images, seed: int = 0) -> Prediction:
+        """Adapt to the labelled support images and classify the query images.
+
+        Images are tensors [n, 1, S, S] in [0, 1], PIL images or files (folders: their image
+        files), files and PIL images preprocessed as the training data was. Labels are any
+        hashable values, one per support image; every label is a class of the task.
+        """
+        self._require("classifies", "predict")
+        support = as_batch(support_images, self.config.data, "support_images")
+        query = as_batch(query_images, self.config.data, "query_images")
+        labels = list(support_labels)
+        if len(labels) != support.shape[0]:
+            raise ConfigError(f"support_labels: {len(labels)} labels for {support.shape[0]} "
+                              "support images")
+        classes = sorted(set(labels), key=str)
+        ways = len(classes)
+        if ways < 2:
+            raise ConfigError(f"support_labels: a task needs at least 2 classes, got {ways}")
+        head = self.config.task.ways
+        if self.config.meta.algorithm in HEAD_ALGORITHMS and ways != head:
+            raise ConfigError(f"support_labels: {ways} classes, but this "
+                              f"{self.config.meta.algorithm} model has a {head}-way classifier "
+                              f"head: give exactly {head} classes")
+        index = {c: i for i, c in enumerate(classes)}
+        support_y = torch.tensor([index[c] for c in labels])
+        episode = Episode(support.unsqueeze(0).to(self.device),
+                          support_y.unsqueeze(0).to(self.device),
+                          query.unsqueeze(0).to(self.device),
+                          torch.zeros(1, query.shape[0], dtype=torch.long, device=self.device),
+                          ways, max(1, support.shape[0] // ways), query.shape[0],
+                          torch.arange(ways).unsqueeze(0))
+        with torch.enable_grad():  # MAML-style learners differentiate while adapting
+            logits = self.module.task_logits(episode, torch.Generator().manual_seed(seed))[0]
+        probabilities = logits.detach().float().softmax(-1).cpu()
+        return Prediction([classes[i] for i in probabilities.argmax(-1).tolist()],
+                          probabilities, classes)
 
     def within_alphabet_accuracy(self, split: str = "test", episodes: int = 100,
                                  ways: int = 20) -> dict[str, Any]:
@@ -106,29 +181,31 @@ class FewShotModel:
         "skipped": {name: why}, ...}."""
         return self.loop.evaluate_per_group(split, episodes)
 
-    def sample(self, support: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-        """n new drawings of the character shown in `support` [k, 1, H, W] (generating methods)."""
-        if not self.module.samples:
-            raise ConfigError(f"method {self.config.method!r} has no generator")
-        return self.module.adapt_and_sample(support[None].to(self.device), n,
+    def sample(self, support: Images, n: int, seed: int = 0) -> torch.Tensor:
+        """n new drawings [n, 1, S, S] in [0, 1] of the character shown in `support` (tensors,
+        PIL images or files, as for predict), for generating methods."""
+        self._require("samples", "sample")
+        if n <= 0:
+            raise ConfigError(f"n: must be positive, got {n}")
+        drawings = as_batch(support, self.config.data, "support")
+        return self.module.adapt_and_sample(drawings[None].to(self.device), n,
                                             self.config.gan.eval_adapt_steps,
                                             torch.Generator().manual_seed(seed))[0]
 
 
 def load_model(path: str | Path, device: str = "cpu") -> FewShotModel:
-    """The model of a local run directory or checkpoint directory (`metagan train --out`)."""
-    from .run import load_loop
+    """The model of a local run directory or checkpoint directory (`metagan train --out`),
+    from the checkpoint alone: its training data need not be on this machine."""
+    from .run import load_module
 
-    return FewShotModel(load_loop(path, device=device))
+    cfg, module, where = load_module(path, device)
+    return FewShotModel(cfg, module, where, device)
 
 
 def load_best_model(experiment: str, storage: str, device: str = "cpu",
                     metric: str | None = None, mode: str | None = None
                     ) -> tuple[FewShotModel, BestResult]:
     """The best checkpoint's model (weights loaded with weights_only=True) and its record."""
-    from .run import load_loop
-
     found = Experiment.open(storage, experiment)
     best = found.best(metric, mode)
-    local = found.download(best.checkpoint)
-    return FewShotModel(load_loop(local, device=device)), best
+    return load_model(found.download(best.checkpoint), device), best

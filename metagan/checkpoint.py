@@ -97,15 +97,16 @@ def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
-def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu"
-                    ) -> tuple[Config, dict[str, Any], dict[str, Any]]:
-    """Read (config, state, metrics) from a checkpoint directory, tensors only (weights_only)."""
+def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu",
+                    check_paths: bool = True) -> tuple[Config, dict[str, Any], dict[str, Any]]:
+    """Read (config, state, metrics) from a checkpoint directory, tensors only (weights_only).
+    `check_paths=False`: the config's data paths need not exist here (a model only used)."""
     found = latest(directory)
     if found is None:
         raise ConfigError(f"{directory}: not a metagan checkpoint (no complete {STATE_FILE}, "
                           f"{CONFIG_FILE} and {METRICS_FILE})")
     try:
-        cfg = build_config(read_yaml(found / CONFIG_FILE))
+        cfg = build_config(read_yaml(found / CONFIG_FILE), check_paths=check_paths)
     except ConfigError as e:
         where = str(found / CONFIG_FILE)
         raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None

@@ -145,28 +145,67 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-
-    from .gan.grid import load_character, sample_loop
-    from .run import load_loop
+    from .gan.grid import sample_loop, save_grid
 
     if args.samples <= 0:
         raise ConfigError(f"--samples: must be positive, got {args.samples}")
     check_output_file(Path(args.out), "--out", ".png")  # before any sampling work
+    if args.support:
+        # The user's drawings: the checkpoint alone is loaded, never the training data.
+        from .api import load_model
+        from .inputs import as_batch
+
+        model = load_model(args.checkpoint)
+        if not model.module.samples:
+            raise ConfigError(f"{args.checkpoint}: method {model.config.method!r} has no "
+                              "generator to sample from")
+        support = as_batch(Path(args.support), model.config.data,
+                           "--support")[: model.config.gan.eval_shots]
+        fake = model.sample(support, args.samples, args.seed)
+        out = save_grid(support, fake.cpu(), args.out)
+        print(f"wrote {out} (support: {support.shape[0]} drawings in {args.support})")
+        return 0
+    from .run import load_loop
+
     loop = load_loop(args.checkpoint)
-    cfg = loop.cfg
     if not loop.method.samples:
-        raise ConfigError(f"{args.checkpoint}: method {cfg.method!r} has no generator to sample from")
-    support = None
-    if args.character:
-        try:
-            support = load_character(args.character, cfg.data.image_size)[: cfg.gan.eval_shots]
-        except FileNotFoundError as e:
-            raise ConfigError(f"--character: {e}") from None
+        raise ConfigError(f"{args.checkpoint}: method {loop.cfg.method!r} has no generator to "
+                          "sample from")
     # Default: an unseen character of the chosen split's alphabets (meta-val unless --split).
-    out = sample_loop(loop, args.out, args.split, args.samples, args.seed, support)
-    source = f"drawings in {args.character}" if args.character else \
-        f"an unseen meta-{args.split} character"
-    print(f"wrote {out} (split: {args.split}; support: {source})")
+    out = sample_loop(loop, args.out, args.split, args.samples, args.seed)
+    print(f"wrote {out} (split: {args.split}; support: an unseen meta-{args.split} character)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .api import load_model
+    from .data.preprocess import image_files
+    from .inputs import labelled_folder
+
+    if args.out:
+        check_output_file(Path(args.out), "--out", ".csv")  # before any work
+    support, labels = labelled_folder(args.support)
+    query_dir = Path(args.query)
+    if not query_dir.is_dir():
+        raise ConfigError(f"--query {query_dir}: no such folder")
+    queries = image_files(query_dir)
+    if not queries:
+        raise ConfigError(f"--query {query_dir}: no .png/.jpg/.jpeg images in this folder")
+    model = load_model(args.checkpoint)
+    result = model.predict(support, labels, queries, seed=args.seed)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", "label", *(f"p_{c}" for c in result.classes)])
+    for path, label, probs in zip(queries, result.labels, result.probabilities.tolist()):
+        writer.writerow([path.name, label, *(f"{p:.6f}" for p in probs)])
+    if args.out:
+        Path(args.out).write_text(text.getvalue())
+        print(f"wrote {args.out} ({len(queries)} queries, {len(result.classes)} classes)")
+    else:
+        print(text.getvalue(), end="")
     return 0
 
 
@@ -319,13 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="a PNG grid: real support drawings, then samples")
     s.add_argument("checkpoint", help="checkpoint directory or run directory of a GAN method")
     s.add_argument("--out", required=True, help="PNG path")
-    s.add_argument("--character", help="a folder of drawings of one character (default: an "
-                   "unseen character of --split)")
+    s.add_argument("--support", "--character", dest="support",
+                   help="a folder of drawings of one character (default: an unseen character "
+                   "of --split); with it, only the checkpoint is read, not the training data")
     s.add_argument("--split", choices=["train", "val", "test"], default="val",
                    help="where the default character comes from (default meta-val)")
     s.add_argument("--samples", type=int, default=30)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_sample)
+
+    pr = sub.add_parser("predict", help="classify your own images: adapt to a labelled "
+                        "support folder, label a folder of queries")
+    pr.add_argument("checkpoint", help="checkpoint directory or run directory of a classifier")
+    pr.add_argument("--support", required=True, help="DIR/<class>/*.png: the labelled examples")
+    pr.add_argument("--query", required=True, help="a folder of images to classify")
+    pr.add_argument("--out", help="CSV path (default: the CSV on standard output)")
+    pr.add_argument("--seed", type=int, default=0, help="a method's sampling while adapting")
+    pr.set_defaults(func=_predict)
 
     q = sub.add_parser("search", help="hyperparameter search on Ray Tune (see search_spaces/)")
     q.add_argument("space", nargs="?", help="search-space YAML")

@@ -357,10 +357,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Config:
-    """Config from nested data plus dotted overrides, fully validated."""
+def build_config(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
+                 check_paths: bool = True) -> Config:
+    """Config from nested data plus dotted overrides, fully validated (`check_paths=False`:
+    all but the existence of the data root and feature model, which a trained model used
+    only to classify or sample never reads)."""
     cfg = from_dict(Config, apply_overrides(dict(data), overrides or {}))
-    validate(cfg)
+    validate(cfg, check_paths=check_paths)
     return cfg
 
 
@@ -398,8 +401,9 @@ def _check_torchscript(path: Path) -> None:
                           "(save one with torch.jit.save(torch.jit.script(model), path))")
 
 
-def validate(cfg: Config) -> None:
-    """Every check that needs no data: values in range and paths that must exist."""
+def validate(cfg: Config, check_paths: bool = True) -> None:
+    """Every check that needs no data: values in range and (check_paths) paths that must
+    exist."""
     if cfg.method not in _METHOD_NAMES:
         raise ConfigError(f"method: expected one of {' | '.join(map(repr, _METHOD_NAMES))}, "
                           f"got {cfg.method!r}")
@@ -412,7 +416,7 @@ def validate(cfg: Config) -> None:
     if d.source in ("omniglot", "folder"):
         if d.root is None:
             raise ConfigError(f"data.root: required when data.source is {d.source!r}")
-        if not Path(d.root).expanduser().is_dir():
+        if check_paths and not Path(d.root).expanduser().is_dir():
             raise ConfigError(f"data.root: dataset path {d.root} does not exist")
     elif d.root is not None:
         raise ConfigError("data.root: only used with data.source omniglot or folder")
@@ -453,7 +457,7 @@ def validate(cfg: Config) -> None:
     _non_negative("gan.gp_weight", g.gp_weight)
     _non_negative("gan.pretrain_steps", g.pretrain_steps)
     _non_negative("gan.eval_adapt_steps", g.eval_adapt_steps)
-    if g.feature_model is not None:
+    if g.feature_model is not None and check_paths:
         _check_torchscript(Path(g.feature_model).expanduser())
     if cfg.method == "metagan" and cfg.meta.algorithm not in ("maml", "fomaml"):
         raise ConfigError(f"meta.algorithm: metagan needs a classifier head with a fake class "

@@ -60,6 +60,21 @@ def build_model(cfg: Config, learner_cls: type[MetaLearner]) -> Conv4:
                  cfg.model.downsample)
 
 
+def build_method(cfg: Config, device: torch.device | str = "cpu"
+                 ) -> tuple[MetaLearner | None, Method]:
+    """The run's learner (when its method needs one) and method, initialised from the run's
+    seed without touching torch's global RNG; no data is read (what `metagan.api` loads a
+    trained model into)."""
+    method_cls, learner_cls = method_of(cfg), learner_of(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        learner: MetaLearner | None = None
+        if learner_cls is not None:
+            learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
+        method: Method = method_cls.build(cfg, learner).to(device)
+    return learner, method
+
+
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     """Mean and the half-width of its normal 95% confidence interval."""
     n = values.numel()
@@ -82,15 +97,7 @@ class EpisodeLoop:
             cfg.train.device)
         self.splits = splits if splits is not None else load_splits(cfg.data)
         check_task_fits(cfg, self.splits)
-        method_cls, learner_cls = method_of(cfg), learner_of(cfg)
-        # Initialise from the run's seed without touching torch's global RNG: the learner (when
-        # the method needs one), then the method's own weights.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.train.seed)
-            self.learner: MetaLearner | None = None
-            if learner_cls is not None:
-                self.learner = learner_cls(build_model(cfg, learner_cls), cfg.meta)
-            self.method: Method = method_cls.build(cfg, self.learner).to(self.device)
+        self.learner, self.method = build_method(cfg, self.device)
         self.phases = self.method.phases()
         self.optimizers = {p.name: make_optimizer(p, cfg.optim) for p in self.phases}
         t = cfg.task

@@ -17,7 +17,8 @@ from typing import Any
 
 from .checkpoint import latest, load_checkpoint, save_checkpoint, write_text_atomic
 from .config import Config, ConfigError, build_config, to_dict, yaml_text
-from .loop import Diverged, EpisodeLoop
+from .loop import Diverged, EpisodeLoop, build_method
+from .meta import Method
 from .records import parse_records
 from .runner import Runner
 
@@ -147,17 +148,38 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     return result
 
 
-def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
-    """An episode loop restored from a run directory or a checkpoint directory."""
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory of a run directory, or `path` itself (a checkpoint)."""
     path = Path(path)
     if latest(path / LAST) is not None or (path / LAST).is_dir():
-        path = path / LAST  # a run: its checkpoint (load_checkpoint names what is wrong with it)
-    elif not path.exists() and latest(path) is None:
+        return path / LAST  # a run: its checkpoint (load_checkpoint names what is wrong with it)
+    if not path.exists() and latest(path) is None:
         raise ConfigError(f"{path}: no such run or checkpoint directory")
+    return path
+
+
+def load_loop(path: str | Path, device: str | None = None) -> EpisodeLoop:
+    """An episode loop restored from a run directory or a checkpoint directory."""
+    path = checkpoint_dir(path)
     cfg, state, _ = load_checkpoint(path, map_location=device or "cpu")
     loop = EpisodeLoop(cfg, device=device, restoring=True)
     restore(loop, state, path)
     return loop
+
+
+def load_module(path: str | Path, device: str | None = None) -> tuple[Config, Method, Path]:
+    """A trained method from a run or checkpoint directory's config and weights alone (no
+    data is read, and the config's data paths need not exist here), with the checkpoint
+    directory it came from."""
+    path = checkpoint_dir(path)
+    cfg, state, _ = load_checkpoint(path, map_location=device or "cpu", check_paths=False)
+    _, method = build_method(cfg, device or "cpu")
+    try:
+        method.load_state_dict(state["method"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: the state does not fit its config.yaml ({first})") from None
+    return cfg, method, path
 
 
 def restore(loop: EpisodeLoop, state: dict[str, Any], where: Path) -> None:

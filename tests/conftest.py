@@ -93,6 +93,25 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def omniglot_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/<character>/*.png: every character of the bundled meta-train and meta-val
+    alphabets (192, 20 drawings each) as a user's files, dark strokes on white like Omniglot's
+    own PNGs; the meta-test alphabets are left out."""
+    from metagan.config import DataConfig
+    from metagan.data import load_splits
+
+    root = tmp_path_factory.mktemp("omniglot-folder") / "characters"
+    splits = load_splits(DataConfig(rotations=False))
+    for part in (splits.train, splits.val):
+        for c, name in enumerate(part.classes):
+            d = root / name.replace("/", "_")
+            d.mkdir(parents=True)
+            for i, img in enumerate(part.images[part.labels == c]):
+                Image.fromarray(255 - img).save(d / f"{i:02d}.png")
+    return root
+
+
 # A secret no log, result or checkpoint may ever contain (checked by the S3 tests).
 S3_SECRET = "metagan-test-secret-6f1c2a"
 

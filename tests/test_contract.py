@@ -59,8 +59,9 @@ class Toy(Method):
     def phases(self) -> list[Phase]:
         return [*self.learner.phases(), Phase("offset", [self.offset], self._offset)]
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        return self.learner.task_accuracy(episode, rng)
+    def task_logits(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        logits: torch.Tensor = self.learner.task_logits(episode, rng)
+        return logits
 
 
 # Small enough for seconds: each method keeps the ones it reads.
@@ -141,7 +142,11 @@ def test_does_what_it_declares(method: str, algorithm: str, splits: Splits) -> N
     if cls.classifies:
         with torch.enable_grad():
             acc = loop.method.task_accuracy(episode, rng)
+            logits = loop.method.task_logits(episode, torch.Generator().manual_seed(0))
         assert acc.shape == (3,) and 0 <= acc.min() and acc.max() <= 1
+        # What predict returns is what evaluation scores: logits over the real classes only.
+        assert logits.shape == (3, episode.query_x.shape[1], episode.ways)
+        assert torch.equal((logits.argmax(-1) == episode.query_y).float().mean(-1), acc)
     else:
         with pytest.raises(NotImplementedError):
             loop.method.task_accuracy(episode, rng)

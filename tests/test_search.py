@@ -6,9 +6,11 @@ Ray), and reads what landed in the bucket with boto3.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -493,3 +495,81 @@ def test_a_relative_data_root_runs_every_trial(tmp_path: Path, s3: dict, ray_clu
     result = json.loads(out.read_text())
     assert len(result["trials"]) == 2
     assert all(t["error"] is None and t["iteration"] == 10 for t in result["trials"]), result
+
+
+def test_the_best_model_of_a_search_classifies_your_files_without_the_data(
+        tmp_path: Path, s3: dict, ray_cluster: str, omniglot_folder: Path) -> None:
+    """A search trains on a character folder that is then gone; in a fresh process with no Ray,
+    the best model loads from the bucket and classifies 5-way 1-shot tasks of unseen
+    (meta-val) characters given as image files, above 80%; `metagan predict` agrees."""
+    data_copy = tmp_path / "train-data"
+    shutil.copytree(omniglot_folder, data_copy)
+    space = write_space(tmp_path / "space.yaml", iterations=600, samples=1, scheduler="none",
+                        step=300)
+    data = yaml.safe_load(space.read_text())
+    data["base"]["data"] = {"source": "folder", "root": str(data_copy), "rotations": True,
+                            "val_groups": 20, "test_groups": 20}
+    data["base"]["task"] = {"ways": 20, "shots": 1, "queries": 5, "meta_batch": 2,
+                            "eval_ways": 5}
+    data["base"]["model"] = {"hidden": 32, "depth": 4}
+    data["base"]["optim"] = {"name": "adam", "lr": 0.002}
+    data["base"]["schedule"]["eval_episodes"] = 100
+    data["space"] = {"optim.lr": {"grid": [0.002, 0.001]}}
+    data["search"] = {"algorithm": "grid", "max_concurrent": 2, "seed": 0}
+    space.write_text(yaml.safe_dump(data))
+    r = subprocess.run(search_cmd(space, "predict", ray_cluster), capture_output=True,
+                       text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.rmtree(data_copy)
+    storage = "s3://metagan/predict-root"
+    check = """
+import json, random, sys
+from pathlib import Path
+from metagan import api
+from metagan.data.images import split_groups
+model, best = api.load_best_model("predict", sys.argv[1])
+assert "ray" not in sys.modules
+chars = Path(sys.argv[2])
+d = model.config.data
+# The run's meta-val characters: the split is a pure function of the class folders and seed.
+groups = split_groups(sorted(p.name for p in chars.iterdir()), d.val_groups, d.test_groups,
+                      d.split_seed)
+rng = random.Random(0)
+hits = total = 0
+for _ in range(40):
+    names = rng.sample(groups["val"], 5)
+    support, queries, truth = [], [], []
+    for n in names:
+        s, *q = rng.sample(sorted((chars / n).glob("*.png")), 4)
+        support.append(s); queries += q; truth += [n] * 3
+    labels = model.predict(support, names, queries).labels
+    hits += sum(a == b for a, b in zip(labels, truth)); total += len(truth)
+print(json.dumps({"accuracy": hits / total, "val": groups["val"]}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    fresh = subprocess.run([sys.executable, "-c", check, storage, str(omniglot_folder)],
+                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    out = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert out["accuracy"] > 0.8, out
+    # The CLI on the downloaded best checkpoint: a 5-way 1-shot task as folders.
+    from metagan import api
+
+    ckpt = api.download_checkpoint("predict", storage, tmp_path / "best")
+    names = out["val"][:5]
+    support, query = tmp_path / "support", tmp_path / "query"
+    query.mkdir()
+    for n in names:
+        files = sorted((omniglot_folder / n).glob("*.png"))
+        (support / n).mkdir(parents=True)
+        shutil.copy(files[0], support / n / "0.png")
+        for f in files[1:6]:
+            shutil.copy(f, query / f"{n}--{f.name}")
+    csv_path = tmp_path / "p.csv"
+    r = subprocess.run([sys.executable, "-m", "metagan.cli", "predict", str(ckpt), "--support",
+                        str(support), "--query", str(query), "--out", str(csv_path)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 25
+    assert sum(row["label"] == row["file"].split("--")[0] for row in rows) / 25 > 0.6, rows

@@ -6,17 +6,15 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .images import DataError, ImageSet, cached_image_set, default_cache_dir
-
-EXTENSIONS = {".png", ".jpg", ".jpeg"}
+from .preprocess import image_files, read_file
 
 
 def _files(root: Path) -> dict[str, list[Path]]:
     classes = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in EXTENSIONS)
+        files = image_files(d)
         if files:
             classes[d.name] = files
     if not classes:
@@ -25,7 +23,8 @@ def _files(root: Path) -> dict[str, list[Path]]:
 
 
 def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None) -> ImageSet:
-    """Read `root/<class>/*` as grayscale (white = 255) images, one group per class folder."""
+    """Read `root/<class>/*` as grayscale images as they are (white = 255; data.preprocess),
+    one group per class folder."""
     root = Path(root).expanduser()
     classes = _files(root)
     h = hashlib.sha256(f"folder-{size}".encode())
@@ -38,11 +37,7 @@ def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None)
         images, labels = [], []
         for c, files in enumerate(classes.values()):
             for f in files:
-                try:
-                    img = Image.open(f).convert("L").resize((size, size), Image.Resampling.BILINEAR)
-                except OSError as e:
-                    raise DataError(f"{f}: not a readable image: {e}") from None
-                images.append(np.asarray(img, dtype=np.uint8))
+                images.append(read_file(f, size, invert=False))
                 labels.append(c)
         names = tuple(classes)
         return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), names, names)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import preprocess
 from .images import DataError, ImageSet, cached_image_set, default_cache_dir, file_sha256
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -118,13 +119,8 @@ def download(names: list[str], dest: str | Path, timeout: float = 30.0) -> list[
 
 
 def _decode(png: bytes, size: int) -> np.ndarray:
-    # Omniglot draws black strokes (0) on white (1): invert so strokes = 255, background = 0,
-    # and shrink with PIL's antialiased bilinear filter.
-    img = Image.open(io.BytesIO(png)).convert("L")
-    img = Image.eval(img, lambda v: 255 - v)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    # Omniglot draws black strokes (0) on white (1): inverted so strokes = 255, background = 0.
+    return preprocess.to_array(Image.open(io.BytesIO(png)), size, invert=True)
 
 
 def _read_zips(paths: list[Path], size: int) -> ImageSet:

@@ -239,17 +239,17 @@ class DaganAugmented(SeededNoise, Method):
     def _weighs(self, episode: Episode, real: int) -> bool:
         return self.cfg.gan.fake_weight != 1.0 and episode.support_x.shape[1] > real
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Per-task accuracy, with the support sets augmented too when gan.augment_at_test
+    def task_logits(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Query logits, with the support sets augmented too when gan.augment_at_test
         (batch-norm statistics from the real support images in support mode, as in training)."""
         real = episode.support_x.shape[1]
         if self.cfg.gan.augment_at_test:
             episode = self.augment(episode, rng if rng is not None else self.noise)
         if not self._weighs(episode, real):
-            return self.learner.task_accuracy(episode, context=real)
+            logits: torch.Tensor = self.learner.task_logits(episode, context=real)
+            return logits
         meta = self.learner.cfg
-        logits = self._weighted_logits(episode, real, meta.eval_inner_steps or meta.inner_steps)
-        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
+        return self._weighted_logits(episode, real, meta.eval_inner_steps or meta.inner_steps)
 
     # -- phases -------------------------------------------------------------------------------
     def _pairs(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,6 @@ from PIL import Image
 
 from ..config import Config, ConfigError
 from ..data import Splits
-from ..data.folder import EXTENSIONS
 from ..meta.base import Method
 
 
@@ -48,17 +47,6 @@ def save_grid(real: torch.Tensor, fake: torch.Tensor, path: str | Path, columns:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
-
-
-def load_character(directory: str | Path, size: int = 28) -> torch.Tensor:
-    """Drawings of one character (dark strokes on light paper) as [k, 1, size, size], strokes = 1."""
-    files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in EXTENSIONS)
-    if not files:
-        raise FileNotFoundError(f"{directory}: no .png/.jpg drawings")
-    images = [255 - np.asarray(Image.open(f).convert("L").resize((size, size),
-                                                                 Image.Resampling.BILINEAR))
-              for f in files]
-    return torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)
 
 
 def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples: int = 30,

@@ -155,16 +155,16 @@ class MetaGan(SeededNoise, Method):
                   self._g_phase, g.g_lr, (g.beta1, g.beta2)),
         ]
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Accuracy over the N real classes after the training inner loop (real support set and
+    def task_logits(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Logits over the N real classes after the training inner loop (real support set and
         fakes drawn from `rng`, so evaluating leaves the training noise untouched)."""
         steps = self.learner.cfg.eval_inner_steps or self.learner.cfg.inner_steps
         with torch.no_grad():
             fakes = self._fakes(episode, episode.support_x.shape[1],
                                 rng if rng is not None else torch.Generator().manual_seed(0))
         adapted = self._adapt(episode, fakes, steps)
-        logits = self.learner.predict(adapted, episode.query_x)[..., :episode.ways]
-        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
+        logits: torch.Tensor = self.learner.predict(adapted, episode.query_x)[..., :episode.ways]
+        return logits
 
     @torch.no_grad()
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:

@@ -104,7 +104,7 @@ class Method(nn.Module):
     and never probe for methods:
 
       needs_learner  it is built around the run's meta-learner (else the loop builds none)
-      classifies     task_accuracy() scores few-shot tasks
+      classifies     task_logits() (and so task_accuracy()) scores few-shot tasks
       samples        adapt_and_sample() draws new images of a character (and generate_for()
                      of one set, for callers that still probe for it)
       generates      a generative model: evaluated by generation metrics, not by accuracy
@@ -130,9 +130,17 @@ class Method(nn.Module):
         """The updates of one meta-iteration, in order."""
         raise NotImplementedError
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
-        """Per-task query accuracy [B] after adapting to each support set (when classifies)."""
+    def task_logits(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Query logits [B, m, ways] over each task's real classes after adapting to its support
+        set (when classifies); `rng` drives any sampling the method does while adapting. What
+        evaluation scores and what `FewShotModel.predict` returns."""
         raise NotImplementedError(f"{type(self).__name__} does not classify")
+
+    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None) -> torch.Tensor:
+        """Per-task query accuracy [B]: the share of queries whose task_logits argmax is their
+        label."""
+        logits = self.task_logits(episode, rng)
+        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
@@ -169,7 +177,7 @@ class MetaLearner(Method):
                       Every learner supports it; the network's last blocks must keep a spatial
                       side above 1 (a 1x1 map normalises to its bias).
 
-    `context` (adapt, meta_loss, task_accuracy): how many leading support images of each task
+    `context` (adapt, meta_loss, task_logits): how many leading support images of each task
     are its real support set, when a method appends generated ones after them (DAGAN, and
     MetaGAN's fakes in MAML's inner loop, see maml.MAML.adapt's `extra`); None: all of them.
     Only the support mode uses it: generated images are normalised with the real support
@@ -232,16 +240,14 @@ class MetaLearner(Method):
         """The updates of one meta-iteration: a single meta-update for plain meta-learners."""
         return [Phase("meta", list(self.parameters()), self.meta_loss)]
 
-    def task_accuracy(self, episode: Episode, rng: torch.Generator | None = None,
-                      context: int | None = None) -> torch.Tensor:
-        """Per-task query accuracy [B] after adapting to each support set (for evaluation).
-
-        `rng` drives any sampling a method does at evaluation (plain learners draw nothing).
-        """
+    def task_logits(self, episode: Episode, rng: torch.Generator | None = None,
+                    context: int | None = None) -> torch.Tensor:
+        """Query logits [B, m, ways] after adapting to each support set with the evaluation
+        inner steps (plain learners draw nothing from `rng`)."""
         adapted = self.adapt(episode.support_x, episode.support_y, episode.ways,
                              self.cfg.eval_inner_steps or self.cfg.inner_steps, context)
-        logits = self.predict(adapted, episode.query_x)
-        return (logits.argmax(-1) == episode.query_y).float().mean(-1)
+        logits: torch.Tensor = self.predict(adapted, episode.query_x)
+        return logits
 
     @classmethod
     def head_size(cls, ways: int) -> int | None:

@@ -1,0 +1,62 @@
+"""One image preprocessing for training data and a user's own images alike.
+
+An image becomes a grayscale [H, W] uint8 array at the configured side. Omniglot draws black
+strokes on white: its sources are inverted so strokes are 255 and the background 0. A user's
+folder is read as it is. Reading a trained model's inputs through the same function as its
+training data is what makes `FewShotModel.predict` see what the model learned from.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import DataError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg"}
+# Data sources whose drawings are dark strokes on a light ground, inverted on reading.
+INVERTED_SOURCES = ("bundled", "omniglot")
+
+
+def inverts(source: str) -> bool:
+    """Whether images of data source `source` are inverted on reading."""
+    return source in INVERTED_SOURCES
+
+
+def to_array(image: Image.Image, size: int, invert: bool) -> np.ndarray:
+    """A PIL image as grayscale [size, size] uint8: converted to L, inverted when `invert`,
+    shrunk or grown with PIL's antialiased bilinear filter."""
+    img = image.convert("L")
+    if invert:
+        img = Image.eval(img, lambda v: 255 - v)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode(data: bytes, size: int, invert: bool, where: str) -> np.ndarray:
+    """An encoded image (PNG/JPEG bytes) read by `to_array`; `where` names it in the
+    DataError of an unreadable one."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return to_array(img, size, invert)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{where}: not a readable image ({e})") from None
+
+
+def read_file(path: str | Path, size: int, invert: bool) -> np.ndarray:
+    """An image file read by `to_array`; a missing or unreadable file is one DataError line."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode(data, size, invert, str(path))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The .png/.jpg/.jpeg files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
