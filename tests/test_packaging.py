@@ -3,10 +3,14 @@ without Ray, HyperOpt or matplotlib, and pyproject's extras saying where those l
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from .conftest import ROOT, tiny_data, write_yaml
 
@@ -47,3 +51,47 @@ def test_a_search_without_the_extra_says_what_to_install(tmp_path: Path) -> None
                            f"'--storage', {str(tmp_path)!r}]))")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "pip install 'metagan[search]'" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_core_install_loads_and_uses_a_model_without_ray(tmp_path: Path) -> None:
+    """`pip install .` (no extras, the tested pins) into a new venv: no Ray, HyperOpt or
+    matplotlib arrive; metagan.api loads a trained run and predicts; a search says which
+    extra to install."""
+    source = tmp_path / "src"  # a copy: building in-tree would leave build/ in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "metagan"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(
+            ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c",
+                          str(ROOT / "constraints.txt"), str(source)],
+                         capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    run = tmp_path / "run"
+    config = write_yaml(tmp_path / "c.yaml", tiny_data("protonet", **{"train.iterations": 2}))
+    subprocess.run([sys.executable, "-m", "metagan.cli", "train", str(config), "--out", str(run),
+                    "--quiet"], check=True, capture_output=True, timeout=300, cwd=ROOT)
+    code = ("import importlib.util as u, json, sys, torch; "
+            "missing = [m for m in ('ray', 'hyperopt', 'matplotlib') if u.find_spec(m) is None]; "
+            "from metagan import api; "
+            f"model = api.load_model({str(run)!r}); "
+            "x = torch.rand(5, 1, 28, 28); "
+            "p = model.predict(x, list('abcde'), x); "
+            "print(json.dumps({'missing': missing, 'labels': p.labels, "
+            "'file': api.__file__}))")
+    r = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["missing"] == ["ray", "hyperopt", "matplotlib"]
+    assert out["labels"] == list("abcde")  # each support image is its own nearest prototype
+    assert out["file"].startswith(str(venv))  # the installed copy, not the checkout
+    search = subprocess.run([str(venv / "bin" / "metagan"), "search",
+                             str(ROOT / "search_spaces" / "demo.yaml"), "--name", "x",
+                             "--storage", str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert search.returncode == 2 and "pip install 'metagan[search]'" in search.stderr
+    assert "Traceback" not in search.stderr
