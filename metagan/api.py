@@ -129,7 +129,7 @@ class FewShotModel:
                 query_images: Images, seed: int = 0) -> Prediction:
         """Adapt to the labelled support images and classify the query images.
 
-        Images are tensors [n, 1, S, S] in [0, 1], PIL images or files (folders: their image
+        Images are tensors [n, C, S, S] in [0, 1], PIL images or files (folders: their image
         files), files and PIL images preprocessed as the training data was. Labels are any
         hashable values, one per support image; every label is a class of the task.
         """
@@ -182,7 +182,7 @@ class FewShotModel:
         return self.loop.evaluate_per_group(split, episodes)
 
     def sample(self, support: Images, n: int, seed: int = 0) -> torch.Tensor:
-        """n new drawings [n, 1, S, S] in [0, 1] of the character shown in `support` (tensors,
+        """n new drawings [n, C, S, S] in [0, 1] of the character shown in `support` (tensors,
         PIL images or files, as for predict), for generating methods."""
         self._require("samples", "sample")
         if n <= 0:

@@ -153,6 +153,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.support:
         # The user's drawings: the checkpoint alone is loaded, never the training data.
         from .api import load_model
+        from .data.preprocess import inverts
         from .inputs import as_batch
 
         model = load_model(args.checkpoint)
@@ -162,7 +163,8 @@ def _sample(args: argparse.Namespace) -> int:
         support = as_batch(Path(args.support), model.config.data,
                            "--support")[: model.config.gan.eval_shots]
         fake = model.sample(support, args.samples, args.seed)
-        out = save_grid(support, fake.cpu(), args.out)
+        out = save_grid(support, fake.cpu(), args.out,
+                        invert=inverts(model.config.data.source))
         print(f"wrote {out} (support: {support.shape[0]} drawings in {args.support})")
         return 0
     from .run import load_loop

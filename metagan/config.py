@@ -29,6 +29,7 @@ class DataConfig:
     source: Literal["bundled", "omniglot", "folder"] = "bundled"
     root: str | None = None
     image_size: int = 28
+    channels: int = 1  # 1: grayscale; 3: RGB (folder data only; Omniglot is grayscale)
     rotations: bool = True  # 90/180/270-degree rotations as extra classes
     affine_augment: bool = False  # jitter meta-train images (+-10 deg, +-10% scale, +-2 px)
     split_seed: int = 0
@@ -411,6 +412,11 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     _positive("data.image_size", d.image_size)
     if d.image_size < 8:
         raise ConfigError(f"data.image_size: must be at least 8, got {d.image_size}")
+    if d.channels not in (1, 3):
+        raise ConfigError(f"data.channels: 1 (grayscale) or 3 (RGB), got {d.channels}")
+    if d.channels != 1 and d.source != "folder":
+        raise ConfigError(f"data.channels: Omniglot is grayscale (1); {d.channels} channels need "
+                          "data.source: folder")
     _non_negative("data.val_groups", d.val_groups)
     _non_negative("data.test_groups", d.test_groups)
     if d.source in ("omniglot", "folder"):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .config import ConfigError, DataConfig
-from .data.images import DataError
+from .data.images import DataError, channels_first
 from .data.preprocess import image_files, inverts, read_file, to_array
 
 # One image: a tensor [C, S, S] (or a batch [n, C, S, S]), a PIL image, or a file; a folder
@@ -26,14 +26,14 @@ Images = ImageLike | Sequence[ImageLike]
 
 
 def _tensor_batch(x: torch.Tensor, data: DataConfig, what: str) -> torch.Tensor:
-    """A preprocessed tensor [C, S, S] or [n, C, S, S] as float [n, 1, S, S] in [0, 1]."""
-    size = data.image_size
+    """A preprocessed tensor [C, S, S] or [n, C, S, S] as float [n, C, S, S] in [0, 1]."""
+    size, c = data.image_size, data.channels
     batch = x.unsqueeze(0) if x.dim() == 3 else x
-    if batch.dim() != 4 or tuple(batch.shape[1:]) != (1, size, size):
+    if batch.dim() != 4 or tuple(batch.shape[1:]) != (c, size, size):
         raise ConfigError(f"{what}: a tensor of shape {tuple(x.shape)}; this model takes images "
-                          f"of 1 channel at {size}x{size} ([n, 1, {size}, {size}], preprocessed "
-                          "as its training data; pass files or PIL images to have them "
-                          "preprocessed)")
+                          f"of {c} channel{'s' if c > 1 else ''} at {size}x{size} "
+                          f"([n, {c}, {size}, {size}], preprocessed as its training data; pass "
+                          "files or PIL images to have them preprocessed)")
     if batch.dtype == torch.uint8:
         return batch.float().div(255.0)
     if not batch.is_floating_point():
@@ -59,7 +59,7 @@ def _expand(images: Images) -> list[ImageLike]:
 
 
 def as_batch(images: Images, data: DataConfig, what: str = "images") -> torch.Tensor:
-    """Images as the model's input [n, 1, S, S], float in [0, 1] (strokes = 1 for Omniglot)."""
+    """Images as the model's input [n, C, S, S], float in [0, 1] (strokes = 1 for Omniglot)."""
     invert = inverts(data.source)
     parts: list[torch.Tensor] = []
     for i, item in enumerate(_expand(images)):
@@ -68,18 +68,19 @@ def as_batch(images: Images, data: DataConfig, what: str = "images") -> torch.Te
             parts.append(_tensor_batch(item.detach().cpu(), data, where))
             continue
         if isinstance(item, Image.Image):
-            array = to_array(item, data.image_size, invert)
+            array = to_array(item, data.image_size, invert, data.channels)
         elif isinstance(item, (str, Path)):
             if not Path(item).is_file():
                 raise ConfigError(f"{what}: {item}: no such image file")
             try:
-                array = read_file(item, data.image_size, invert)
+                array = read_file(item, data.image_size, invert, data.channels)
             except DataError as e:
                 raise ConfigError(str(e)) from None
         else:
             raise ConfigError(f"{where}: expected a tensor, a PIL image or a file path, got "
                               f"{type(item).__name__}")
-        parts.append(torch.from_numpy(np.array(array)).float().div(255.0)[None, None])
+        pixels = channels_first(np.array(array)[None], data.channels)  # [1, C, S, S]
+        parts.append(torch.from_numpy(np.ascontiguousarray(pixels)).float().div(255.0))
     if not parts:
         raise ConfigError(f"{what}: no images given")
     return torch.cat(parts)

@@ -56,7 +56,7 @@ def build_model(cfg: Config, learner_cls: type[MetaLearner]) -> Conv4:
     head = learner_cls.head_size(cfg.task.ways)
     if head is not None:
         head += method_of(cfg).extra_classes
-    return Conv4(1, cfg.model.hidden, cfg.model.depth, cfg.data.image_size, head,
+    return Conv4(cfg.data.channels, cfg.model.hidden, cfg.model.depth, cfg.data.image_size, head,
                  cfg.model.downsample)
 
 

@@ -47,7 +47,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         test_set = omniglot.load_zips([root / f"{omniglot.EVALUATION}.zip"], cfg.image_size, cache)
         families = omniglot.FAMILIES  # they shape the meta-val split of the background alphabets
     else:
-        full = load_folder(cfg.root, cfg.image_size, cache)
+        full = load_folder(cfg.root, cfg.image_size, cache, cfg.channels)
         test_set = None
         families = ()  # user folders declare no families
     test_count = 0 if test_set is not None else cfg.test_groups

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import ImageSet
+from .images import ImageSet, channels_first
 
 
 @dataclass(frozen=True)
 class Episode:
     """A meta-batch of B tasks; labels are relabelled 0..ways-1 within every task.
 
-    support_x: [B, ways*shots, 1, H, W] float in [0, 1]; support_y: [B, ways*shots] long
-    query_x:   [B, ways*queries, 1, H, W];                query_y:   [B, ways*queries]
+    support_x: [B, ways*shots, C, H, W] float in [0, 1]; support_y: [B, ways*shots] long
+    query_x:   [B, ways*queries, C, H, W];                query_y:   [B, ways*queries]
     classes:   [B, ways] the split's class index behind each task label
     """
 
@@ -68,7 +68,8 @@ class TaskSampler:
             raise ValueError(f"{shots} shots + {queries} queries need {shots + queries} images "
                              f"per class, a class has only {counts.min()}")
         order = np.argsort(images.labels, kind="stable")
-        self.images = torch.from_numpy(images.images[order]).unsqueeze(1).to(device)  # [N,1,H,W]
+        self.images = torch.from_numpy(  # [N, C, H, W]
+            np.ascontiguousarray(channels_first(images.images[order], images.channels))).to(device)
         self.start = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
         self.count = torch.from_numpy(counts)
         self.ways, self.shots, self.queries = ways, shots, queries
@@ -85,7 +86,7 @@ class TaskSampler:
         keys[torch.arange(keys.shape[-1]) >= count.unsqueeze(-1)] = 2.0  # past the class's end
         picks = keys.argsort(dim=-1)[..., :per]  # [B, N, K+Q] distinct instances per class
         index = (self.start[classes].unsqueeze(-1) + picks).to(self.device)
-        x = self.images[index].float().div_(255.0)  # [B, N, K+Q, 1, H, W]
+        x = self.images[index].float().div_(255.0)  # [B, N, K+Q, C, H, W]
         if self.affine:
             x = random_affine(x.flatten(0, 2), g).view(x.shape)
         labels = torch.arange(n, device=self.device).view(1, n, 1)

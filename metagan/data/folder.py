@@ -22,12 +22,13 @@ def _files(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None) -> ImageSet:
-    """Read `root/<class>/*` as grayscale images as they are (white = 255; data.preprocess),
-    one group per class folder."""
+def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None,
+                channels: int = 1) -> ImageSet:
+    """Read `root/<class>/*` as grayscale (channels 1) or RGB images as they are (white = 255;
+    data.preprocess), one group per class folder."""
     root = Path(root).expanduser()
     classes = _files(root)
-    h = hashlib.sha256(f"folder-{size}".encode())
+    h = hashlib.sha256(f"folder-{size}".encode() + (b"" if channels == 1 else b"-rgb"))
     for name, files in classes.items():
         for f in files:
             st = f.stat()
@@ -37,7 +38,7 @@ def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None)
         images, labels = [], []
         for c, files in enumerate(classes.values()):
             for f in files:
-                images.append(read_file(f, size, invert=False))
+                images.append(read_file(f, size, invert=False, channels=channels))
                 labels.append(c)
         names = tuple(classes)
         return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), names, names)

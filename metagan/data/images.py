@@ -20,13 +20,19 @@ class DataError(RuntimeError):
 class ImageSet:
     """Images of many classes, each class belonging to a group (an Omniglot alphabet).
 
-    images: [N, H, W] uint8, 255 = stroke, 0 = background; labels: [N] class indices.
+    images: [N, H, W] uint8 (grayscale; Omniglot: 255 = stroke, 0 = background) or
+    [N, H, W, 3] (RGB); labels: [N] class indices.
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     groups: tuple[str, ...]  # groups[c] is the group of class c
+
+    @property
+    def channels(self) -> int:
+        """Colour channels of the images: 1 (grayscale) or 3 (RGB)."""
+        return 1 if self.images.ndim == 3 else int(self.images.shape[-1])
 
     @property
     def num_classes(self) -> int:
@@ -45,6 +51,14 @@ class ImageSet:
         mask = remap[self.labels] >= 0
         return ImageSet(self.images[mask], remap[self.labels[mask]],
                         tuple(self.classes[c] for c in keep), tuple(self.groups[c] for c in keep))
+
+
+def channels_first(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """ImageSet pixels [..., H, W] (channels 1) or [..., H, W, C] as [..., C, H, W], the
+    models' layout."""
+    if channels == 1:
+        return pixels[..., None, :, :]
+    return np.moveaxis(pixels, -1, -3)
 
 
 def with_rotations(images: ImageSet) -> ImageSet:

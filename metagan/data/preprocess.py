@@ -1,9 +1,10 @@
 """One image preprocessing for training data and a user's own images alike.
 
-An image becomes a grayscale [H, W] uint8 array at the configured side. Omniglot draws black
-strokes on white: its sources are inverted so strokes are 255 and the background 0. A user's
-folder is read as it is. Reading a trained model's inputs through the same function as its
-training data is what makes `FewShotModel.predict` see what the model learned from.
+An image becomes a uint8 array at the configured side: grayscale [H, W] or RGB [H, W, 3]
+(data.channels). Omniglot draws black strokes on white: its sources are inverted so strokes
+are 255 and the background 0. A user's folder is read as it is. Reading a trained model's
+inputs through the same function as its training data is what makes `FewShotModel.predict`
+see what the model learned from.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ def inverts(source: str) -> bool:
     return source in INVERTED_SOURCES
 
 
-def to_array(image: Image.Image, size: int, invert: bool) -> np.ndarray:
-    """A PIL image as grayscale [size, size] uint8: converted to L, inverted when `invert`,
-    shrunk or grown with PIL's antialiased bilinear filter."""
-    img = image.convert("L")
+def to_array(image: Image.Image, size: int, invert: bool, channels: int = 1) -> np.ndarray:
+    """A PIL image as uint8 [size, size] (channels 1) or [size, size, 3] (channels 3):
+    converted to L or RGB, inverted when `invert`, shrunk or grown with PIL's antialiased
+    bilinear filter."""
+    img = image.convert("L" if channels == 1 else "RGB")
     if invert:
         img = Image.eval(img, lambda v: 255 - v)
     if img.size != (size, size):
@@ -37,24 +39,24 @@ def to_array(image: Image.Image, size: int, invert: bool) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode(data: bytes, size: int, invert: bool, where: str) -> np.ndarray:
+def decode(data: bytes, size: int, invert: bool, where: str, channels: int = 1) -> np.ndarray:
     """An encoded image (PNG/JPEG bytes) read by `to_array`; `where` names it in the
     DataError of an unreadable one."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return to_array(img, size, invert)
+            return to_array(img, size, invert, channels)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{where}: not a readable image ({e})") from None
 
 
-def read_file(path: str | Path, size: int, invert: bool) -> np.ndarray:
+def read_file(path: str | Path, size: int, invert: bool, channels: int = 1) -> np.ndarray:
     """An image file read by `to_array`; a missing or unreadable file is one DataError line."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    return decode(data, size, invert, str(path))
+    return decode(data, size, invert, str(path), channels)
 
 
 def image_files(folder: Path) -> list[Path]:

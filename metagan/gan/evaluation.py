@@ -31,7 +31,7 @@ import torch
 from ..config import Config, ConfigError, build_config, to_dict
 from ..data import ImageSet, Splits
 from ..data.episodes import TaskSampler
-from ..data.images import default_cache_dir
+from ..data.images import channels_first, default_cache_dir
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
@@ -59,7 +59,7 @@ def embedding_learner(ecfg: Config, device: torch.device) -> MetaLearner:
     m = ecfg.model
     with torch.random.fork_rng(devices=[]):  # without touching torch's global RNG
         torch.manual_seed(ecfg.train.seed)
-        model = Conv4(1, m.hidden, m.depth, ecfg.data.image_size,
+        model = Conv4(ecfg.data.channels, m.hidden, m.depth, ecfg.data.image_size,
                       learner_cls.head_size(ecfg.task.ways), m.downsample)
         return learner_cls(model, ecfg.meta).to(device)
 
@@ -118,7 +118,8 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
     train = splits.train
     pick = np.random.default_rng(0).choice(len(train.images), size=min(1000, len(train.images)),
                                           replace=False)
-    reference = torch.from_numpy(train.images[np.sort(pick)]).float().div(255).unsqueeze(1)
+    reference = torch.from_numpy(np.ascontiguousarray(channels_first(
+        train.images[np.sort(pick)], train.channels))).float().div(255)
     freeze_batch_norm(model, reference.to(device))
     model.eval()
     return model
@@ -128,7 +129,7 @@ def character_sets(images: ImageSet, characters: int, shots: int, rng: np.random
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """`characters` classes of a split: (k support drawings, the other drawings) of each.
 
-    Returns support [T, shots, 1, H, W] and held-out real drawings [T, m, 1, H, W] in [0, 1].
+    Returns support [T, shots, C, H, W] and held-out real drawings [T, m, C, H, W] in [0, 1].
     Rotated copies are skipped so each character counts once.
     """
     base = [c for c, name in enumerate(images.classes) if "@rot" not in name]
@@ -136,7 +137,8 @@ def character_sets(images: ImageSet, characters: int, shots: int, rng: np.random
     counts = images.class_counts()[chosen]
     m = int(counts.min())
     sets = np.stack([images.images[np.flatnonzero(images.labels == c)[:m]] for c in chosen])
-    x = torch.from_numpy(sets).float().div(255).unsqueeze(2)  # [T, m, 1, H, W]
+    x = torch.from_numpy(np.ascontiguousarray(channels_first(sets, images.channels))
+                         ).float().div(255)  # [T, m, C, H, W]
     return x[:, :shots], x[:, shots:]
 
 

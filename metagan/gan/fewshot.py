@@ -63,11 +63,13 @@ class SetGenerator(nn.Module):
     generator, joint.py) is appended to every z."""
 
     def __init__(self, z_dim: int, width: int, image_size: int, norm: Norm,
-                 upsample: Upsample) -> None:
+                 upsample: Upsample, channels: int = 1) -> None:
         super().__init__()
-        self.encoder = SetEncoder(dim=4 * width, width=width, image_size=image_size)
+        self.encoder = SetEncoder(dim=4 * width, width=width, image_size=image_size,
+                                  image_channels=channels)
         self.net = Generator(z_dim=z_dim, cond_dim=4 * width, width=width,
-                             image_size=image_size, norm=norm, upsample=upsample, output="tanh")
+                             image_channels=channels, image_size=image_size, norm=norm,
+                             upsample=upsample, output="tanh")
 
     def forward(self, z: torch.Tensor, drawings: torch.Tensor) -> torch.Tensor:
         """One image per row of z, every one conditioned on the same set."""
@@ -105,13 +107,16 @@ class FewShotGan(SeededNoise, Method):
         self.cfg = cfg
         self.generator: nn.Module
         if g.condition == "set":
-            self.generator = SetGenerator(g.z_dim, g.width, size, g.norm, g.upsample)
+            self.generator = SetGenerator(g.z_dim, g.width, size, g.norm, g.upsample,
+                                          cfg.data.channels)
         else:
             self.generator = Generator(z_dim=g.z_dim, width=g.width, image_size=size,
+                                       image_channels=cfg.data.channels,
                                        norm=g.norm, upsample=g.upsample, output="tanh")
         # A critic with batch statistics would break the per-image gradient penalty: "batch"
         # keeps the original, unnormalised D.
         self.discriminator = Discriminator(width=g.width, image_size=size,
+                                           image_channels=cfg.data.channels,
                                            norm="none" if g.norm == "batch" else g.norm)
         self.d_loss, self.g_loss = LOSSES[g.loss]
         # WGAN-GP's penalty weight: wasserstein only (the other losses need none).

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..config import Config, ConfigError
 from ..data import Splits
+from ..data.preprocess import inverts
 from ..meta.base import Method
 
 
@@ -24,17 +25,21 @@ class TrainedRun(Protocol):
 
 
 def save_grid(real: torch.Tensor, fake: torch.Tensor, path: str | Path, columns: int = 10,
-              scale: int = 2, pad: int = 2) -> Path:
-    """Write real [k, 1, H, W] as the first row and fake [n, 1, H, W] below, strokes in black."""
-    h, w = real.shape[-2:]
+              scale: int = 2, pad: int = 2, invert: bool = True) -> Path:
+    """Write real [k, C, H, W] as the first row and fake [n, C, H, W] below (C = 1: grayscale,
+    3: RGB); `invert`: the images hold strokes as 1 (Omniglot's reading), drawn in black."""
+    channels, h, w = real.shape[-3:]
     rows_fake = -(-fake.shape[0] // columns)
     cell_h, cell_w = h + pad, w + pad
-    canvas = np.full(((1 + rows_fake) * cell_h + pad + 4, columns * cell_w + pad), 255, np.uint8)
+    shape = ((1 + rows_fake) * cell_h + pad + 4, columns * cell_w + pad)
+    canvas = np.full(shape if channels == 1 else (*shape, channels), 255, np.uint8)
 
     def put(img: torch.Tensor, row: int, col: int, offset: int = 0) -> None:
-        pixels = (255 * (1 - img.squeeze(0).clamp(0, 1))).round().byte().cpu().numpy()
+        unit = img.clamp(0, 1)
+        unit = 1 - unit if invert else unit
+        pixels = (255 * unit).round().byte().cpu().permute(1, 2, 0).numpy()  # [H, W, C]
         y, x = pad + row * cell_h + offset, pad + col * cell_w
-        canvas[y:y + h, x:x + w] = pixels
+        canvas[y:y + h, x:x + w] = pixels[..., 0] if channels == 1 else pixels
 
     for i, img in enumerate(real[:columns]):
         put(img, 0, i)
@@ -64,4 +69,4 @@ def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples:
     rng = torch.Generator().manual_seed(seed)
     fake = method.adapt_and_sample(support.unsqueeze(0).to(loop.device), samples,
                                    cfg.gan.eval_adapt_steps, rng)[0]
-    return save_grid(support, fake.cpu(), path)
+    return save_grid(support, fake.cpu(), path, invert=inverts(cfg.data.source))

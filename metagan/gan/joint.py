@@ -85,9 +85,10 @@ class MetaGan(SeededNoise, Method):
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
         g, size = cfg.gan, cfg.data.image_size
         self.cfg, self.learner = cfg, learner
-        self.encoder = SetEncoder(dim=4 * g.width, width=g.width, image_size=size)
+        self.encoder = SetEncoder(dim=4 * g.width, width=g.width, image_size=size,
+                                  image_channels=cfg.data.channels)
         self.generator = Generator(z_dim=g.z_dim, cond_dim=4 * g.width, width=g.width,
-                                   image_size=size)
+                                   image_size=size, image_channels=cfg.data.channels)
 
     @classmethod
     def build(cls, cfg: Config, learner: MetaLearner | None) -> Method:

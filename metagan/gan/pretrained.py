@@ -51,8 +51,11 @@ class PairGan(nn.Module):
         super().__init__()
         g = cfg.gan
         self.cfg = cfg
-        self.generator = UResNetGenerator(g.z_dim, g.width, cfg.data.image_size)
-        self.discriminator = PairCritic(g.width, spectral=g.spectral_norm)
+        channels = cfg.data.channels
+        self.generator = UResNetGenerator(g.z_dim, g.width, cfg.data.image_size,
+                                          image_channels=channels)
+        self.discriminator = PairCritic(g.width, image_channels=2 * channels,
+                                        spectral=g.spectral_norm)
         # get_ema_multi_avg_fn is unannotated in torch; it returns the EMA update function.
         self.ema = (AveragedModel(self.generator,
                                   multi_avg_fn=get_ema_multi_avg_fn(g.ema),  # type: ignore[no-untyped-call]

@@ -78,7 +78,7 @@ class NoiseMap(nn.Module):
 
 
 class UResNetGenerator(nn.Module):
-    """G(x, z): a drawing x [n, 1, S, S] and noise z [n, z_dim] -> another drawing of its class.
+    """G(x, z): a drawing x [n, C, S, S] and noise z [n, z_dim] -> another drawing of its class.
 
     Encoder: a stem at full resolution, then `depth` stride-2 stages (channels width, 2 width,
     4 width, 4 width). Decoder: back up level by level, each stage joining the encoder's
@@ -87,12 +87,14 @@ class UResNetGenerator(nn.Module):
     decoder layers); the source image itself joins the last layer.
     """
 
-    def __init__(self, z_dim: int, width: int, image_size: int = 28, depth: int = 3) -> None:
+    def __init__(self, z_dim: int, width: int, image_size: int = 28, depth: int = 3,
+                 image_channels: int = 1) -> None:
         super().__init__()
         self.z_dim, self.image_size = z_dim, image_size
         sides = halvings(image_size, depth)
         channels = [width] + [width * min(2 ** i, 4) for i in range(1, depth + 1)]
-        self.stem = nn.Sequential(conv3(1, width), layer_norm(width), nn.LeakyReLU(SLOPE))
+        self.stem = nn.Sequential(conv3(image_channels, width), layer_norm(width),
+                                  nn.LeakyReLU(SLOPE))
         self.down = nn.ModuleList(stage(channels[i - 1], channels[i], stride=2)
                                   for i in range(1, depth + 1))
         z0, z1 = NOISE_CHANNELS
@@ -105,7 +107,7 @@ class UResNetGenerator(nn.Module):
             stage(channels[i + 1] + channels[i] + (z1 if i == depth - 1 else 0), channels[i],
                   residual=i > 0)
             for i in reversed(range(depth)))
-        self.out = conv3(width + 1, 1)
+        self.out = conv3(width + image_channels, image_channels)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """One new drawing per (x, z) row, in [0, 1]."""
@@ -140,7 +142,7 @@ class DenseLayer(nn.Module):
 
 
 class PairCritic(nn.Module):
-    """D(pair): a (source, drawing) pair [n, 2, S, S] -> one score per pair [n].
+    """D(pair): a (source, drawing) pair [n, 2C, S, S] -> one score per pair [n].
 
     A stem, then `stages` dense blocks of `layers` layers (growth width / 2), each followed by a
     transition (norm, lrelu, 1x1 conv, 2x2 average pooling that rounds up), then the mean over
