@@ -422,7 +422,10 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     if d.source in ("omniglot", "folder"):
         if d.root is None:
             raise ConfigError(f"data.root: required when data.source is {d.source!r}")
-        if check_paths and not Path(d.root).expanduser().is_dir():
+        if d.root.startswith("s3://"):
+            if not d.root[len("s3://"):].split("/")[0]:
+                raise ConfigError(f"data.root: {d.root}: no bucket name")
+        elif check_paths and not Path(d.root).expanduser().is_dir():
             raise ConfigError(f"data.root: dataset path {d.root} does not exist")
     elif d.root is not None:
         raise ConfigError("data.root: only used with data.source omniglot or folder")

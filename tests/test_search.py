@@ -573,3 +573,33 @@ print(json.dumps({"accuracy": hits / total, "val": groups["val"]}))
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 25
     assert sum(row["label"] == row["file"].split("--")[0] for row in rows) / 25 > 0.6, rows
+
+
+def test_an_s3_data_root_is_fetched_by_every_trial(tmp_path: Path, s3: dict, ray_cluster: str,
+                                                   image_folder: Path) -> None:
+    """A dataset root in the bucket: the driver checks it before Ray, every trial reads it
+    from its node's cache; an empty prefix is one line on the driver, before any trial."""
+    for path in sorted(image_folder.rglob("*.png")):
+        s3["client"].upload_file(str(path), s3["bucket"],
+                                 f"datasets/search/{path.relative_to(image_folder).as_posix()}")
+    space = write_space(tmp_path / "space.yaml", iterations=10, samples=2, scheduler="none",
+                        step=5)
+    data = yaml.safe_load(space.read_text())
+    data["base"]["data"] = {"source": "folder", "root": "s3://metagan/datasets/search",
+                            "rotations": False, "val_groups": 2, "test_groups": 2}
+    data["base"]["task"]["ways"] = 2
+    space.write_text(yaml.safe_dump(data))
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, "s3data", ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["trials"]) == 2
+    assert all(t["error"] is None and t["iteration"] == 10 for t in result["trials"]), result
+    data["base"]["data"]["root"] = "s3://metagan/datasets/none-here"
+    space.write_text(yaml.safe_dump(data))
+    r = subprocess.run(search_cmd(space, "s3data-empty", ray_cluster), capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "none-here" in r.stderr and "no objects under this prefix" in \
+        r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not keys(s3, "s3data-empty-root")  # nothing stored for the refused search

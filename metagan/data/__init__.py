@@ -8,7 +8,8 @@ from pathlib import Path
 from ..config import ConfigError, DataConfig
 from . import omniglot
 from .folder import load_folder
-from .images import DataError, ImageSet, split_groups, with_rotations
+from .images import DataError, ImageSet, default_cache_dir, split_groups, with_rotations
+from .remote import fetch, is_remote
 
 __all__ = ["DataError", "ImageSet", "Splits", "load_splits"]
 
@@ -34,20 +35,23 @@ def load_splits(cfg: DataConfig) -> Splits:
     """Read the configured source and split it by group (alphabet), never mixing alphabets
     and keeping each family of near-identical Omniglot alphabets (omniglot.FAMILIES) whole."""
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    root = cfg.root
+    if root is not None and is_remote(root):  # fetched once per machine, then read locally
+        root = str(fetch(root, cache or default_cache_dir()))
     if cfg.source == "bundled":
         full = omniglot.load_zips(omniglot.bundled_paths(), cfg.image_size, cache)
         test_set = None
         families = omniglot.FAMILIES
-    elif cfg.root is None:  # config validation rejects this too
+    elif root is None:  # config validation rejects this too
         raise ConfigError(f"data.root: required when data.source is {cfg.source!r}")
     elif cfg.source == "omniglot":
-        root = Path(cfg.root).expanduser()
-        full = omniglot.load_zips([root / "images_background.zip"], cfg.image_size, cache)
+        zips = Path(root).expanduser()
+        full = omniglot.load_zips([zips / "images_background.zip"], cfg.image_size, cache)
         # The evaluation alphabets are meta-test only; they never reach train or val.
-        test_set = omniglot.load_zips([root / f"{omniglot.EVALUATION}.zip"], cfg.image_size, cache)
+        test_set = omniglot.load_zips([zips / f"{omniglot.EVALUATION}.zip"], cfg.image_size, cache)
         families = omniglot.FAMILIES  # they shape the meta-val split of the background alphabets
     else:
-        full = load_folder(cfg.root, cfg.image_size, cache, cfg.channels)
+        full = load_folder(root, cfg.image_size, cache, cfg.channels)
         test_set = None
         families = ()  # user folders declare no families
     test_count = 0 if test_set is not None else cfg.test_groups

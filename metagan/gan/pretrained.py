@@ -14,12 +14,10 @@ augment_at_test) are not in the key: trials differing only in them share one pre
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import Config, OptimConfig, to_dict
 from ..data import ImageSet, load_splits
 from ..data.episodes import Episode, TaskSampler
-from ..data.images import default_cache_dir
+from ..data.images import default_cache_dir, locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
 from .losses import LOSSES, gradient_penalty
 from .uresnet import PairCritic, UResNetGenerator
@@ -170,23 +168,6 @@ def train_gan(cfg: Config, train: ImageSet, device: torch.device) -> tuple[PairG
                **{f"D/{k}": v for k, v in d_metrics.items()},
                **{f"G/{k}": v for k, v in g_metrics.items()}}
     return gan, summary
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside `path` (POSIX), so concurrent runs of one key train it once."""
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks: concurrent runs may both train (the write is atomic)
-        yield
-        return
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
