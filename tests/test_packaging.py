@@ -95,3 +95,30 @@ def test_a_core_install_loads_and_uses_a_model_without_ray(tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert search.returncode == 2 and "pip install 'metagan[search]'" in search.stderr
     assert "Traceback" not in search.stderr
+
+
+def test_the_makefile_picks_torch_s_cpu_build_on_a_cpu_machine(tmp_path: Path) -> None:
+    """Where the pinned torch is only on PyPI (its Linux wheel is the CUDA build), a Linux
+    machine without an NVIDIA GPU installs from PyTorch's CPU index; where the pin installs
+    without an index (a local wheel, as here) or a GPU is present, no index is added."""
+    import os
+
+    def index(env: dict[str, str]) -> str:
+        r = subprocess.run(["make", "-s", "torch-index"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    # Only PyPI: no pip configuration, no local wheels.
+    pypi_only = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    pypi_only.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1")  # and no network probe
+    assert index(pypi_only) == "https://download.pytorch.org/whl/cpu"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    assert index({**pypi_only, "PATH": f"{fake}:{pypi_only['PATH']}"}) == ""
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--no-deps",
+                       "--no-index", "torch==2.13.0"], capture_output=True).returncode == 0:
+        assert index(dict(os.environ)) == ""  # the local wheel, as on the test machines
+    assert index({**pypi_only, "TORCH_INDEX": ""}) == ""  # turned off by hand
