@@ -137,9 +137,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
         "iteration": loop.iteration, "loop_s": runner.loop_s,
         **{k: v for k, v in segment.summary.items() if k.startswith("val_")},
         **{f"test_{k}": v for k, v in test.items()}}
-    if loop.method.classifies and not loop.method.generates:
+    if loop.method.classifies and not loop.method.generates and cfg.data.source != "folder":
         # Accuracy per meta-test alphabet: the meta-test episode count shared among its
         # alphabets (at least one each); alphabets too small for the tasks are named as skipped.
+        # (A folder's groups are its classes, one each: it has no alphabets to report.)
         per_alphabet = max(1, cfg.schedule.test_episodes // len(set(loop.splits.test.groups)))
         result["test_per_alphabet"] = loop.evaluate_per_group("test", per_alphabet)
     log.write(result)

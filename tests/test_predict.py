@@ -38,7 +38,8 @@ def folder_run(tmp_path_factory: pytest.TempPathFactory, omniglot_folder: Path
     data = tiny_data("protonet", **{"data.source": "folder", "data.root": str(data_copy),
                                     "data.val_groups": 20, "data.test_groups": 20,
                                     "train.iterations": 3})
-    train(build_config(data), base / "run")
+    result = train(build_config(data), base / "run")
+    assert "test_per_alphabet" not in result  # a folder's groups are its classes, not alphabets
     shutil.rmtree(data_copy)  # the model is used where its training data is not
     return base / "run", omniglot_folder
 
