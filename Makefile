@@ -13,7 +13,8 @@ STAMP  := $(VENV)/.installed
 # `make install TORCH_INDEX=` turns it off; a CUDA index (e.g. .../whl/cu126) picks a GPU build.
 TORCH_PIN   := $(shell sed -n 's/^torch==//p' constraints.txt)
 TORCH_INDEX ?= $(shell if [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 \
-	&& ! $(PYTHON) -m pip install -q --dry-run --no-deps --no-index 'torch==$(TORCH_PIN)' \
+	&& ! $(PYTHON) -m pip install -q --dry-run --ignore-installed --no-deps --no-index \
+	'torch==$(TORCH_PIN)' \
 	>/dev/null 2>&1; then echo https://download.pytorch.org/whl/cpu; fi)
 
 $(STAMP): pyproject.toml constraints.txt

@@ -136,7 +136,9 @@ class FewShotModel:
         self._require("classifies", "predict")
         support = as_batch(support_images, self.config.data, "support_images")
         query = as_batch(query_images, self.config.data, "query_images")
-        labels = list(support_labels)
+        # A tensor's or array's elements hash by identity: compare their values.
+        labels = (support_labels.tolist() if hasattr(support_labels, "tolist")
+                  else list(support_labels))
         if len(labels) != support.shape[0]:
             raise ConfigError(f"support_labels: {len(labels)} labels for {support.shape[0]} "
                               "support images")
@@ -156,7 +158,7 @@ class FewShotModel:
                           query.unsqueeze(0).to(self.device),
                           torch.zeros(1, query.shape[0], dtype=torch.long, device=self.device),
                           ways, max(1, support.shape[0] // ways), query.shape[0],
-                          torch.arange(ways).unsqueeze(0))
+                          torch.arange(ways, device=self.device).unsqueeze(0))
         with torch.enable_grad():  # MAML-style learners differentiate while adapting
             logits = self.module.task_logits(episode, torch.Generator().manual_seed(seed))[0]
         probabilities = logits.detach().float().softmax(-1).cpu()

@@ -130,8 +130,8 @@ class GanConfig:
     eval_adapt_steps: int = 5  # adaptation steps on an unseen character at evaluation
     eval_shots: int = 5  # drawings of an unseen character to adapt to
     embedding_iterations: int = 400  # ProtoNet iterations of the held-out metric embedding
-    # A TorchScript feature extractor ([n, 1, H, W] in [0, 1] -> [n, D]) to use instead of the
-    # ProtoNet embedding, e.g. an Inception network for users who have its weights.
+    # A TorchScript feature extractor ([n, C, H, W] in [0, 1] with C = data.channels -> [n, D])
+    # to use instead of the ProtoNet embedding, e.g. an Inception network for users who have its weights.
     feature_model: str | None = None
 
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .config import ConfigError, DataConfig
+from .data.folder import class_files
 from .data.images import DataError, channels_first
 from .data.preprocess import image_files, inverts, read_file, to_array
 
@@ -68,7 +69,10 @@ def as_batch(images: Images, data: DataConfig, what: str = "images") -> torch.Te
             parts.append(_tensor_batch(item.detach().cpu(), data, where))
             continue
         if isinstance(item, Image.Image):
-            array = to_array(item, data.image_size, invert, data.channels)
+            try:
+                array = to_array(item, data.image_size, invert, data.channels)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{where}: not a readable image ({e})") from None
         elif isinstance(item, (str, Path)):
             if not Path(item).is_file():
                 raise ConfigError(f"{what}: {item}: no such image file")
@@ -87,17 +91,11 @@ def as_batch(images: Images, data: DataConfig, what: str = "images") -> torch.Te
 
 
 def labelled_folder(root: str | Path) -> tuple[list[Path], list[str]]:
-    """The image files of `root/<class>/*` and their class names (the folder names)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such folder (expected {root}/<class>/*.png)")
-    files: list[Path] = []
-    labels: list[str] = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        found = image_files(d)
-        files += found
-        labels += [d.name] * len(found)
-    if not files:
-        raise ConfigError(f"{root}: no class folders with .png/.jpg images "
-                          f"(expected {root}/<class>/*.png)")
-    return files, labels
+    """The image files of `root/<class>/*` and their class names (the folder names), read as
+    the folder data source reads them."""
+    try:
+        classes = class_files(Path(root))
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    files = [f for found in classes.values() for f in found]
+    return files, [name for name, found in classes.items() for _ in found]

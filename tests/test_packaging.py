@@ -4,6 +4,7 @@ without Ray, HyperOpt or matplotlib, and pyproject's extras saying where those l
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,13 @@ def test_a_core_install_loads_and_uses_a_model_without_ray(tmp_path: Path) -> No
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    # torch's build as `make install` picks it (the CPU index on a CPU machine without a
+    # local wheel; nothing extra here).
+    torch_index = subprocess.run(["make", "-s", "torch-index"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=120, check=True).stdout.strip()
+    extra = ["--extra-index-url", torch_index] if torch_index else []
     pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c",
-                          str(ROOT / "constraints.txt"), str(source)],
+                          str(ROOT / "constraints.txt"), *extra, str(source)],
                          capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-3000:]
     run = tmp_path / "run"
@@ -103,22 +109,39 @@ def test_the_makefile_picks_torch_s_cpu_build_on_a_cpu_machine(tmp_path: Path) -
     without an index (a local wheel, as here) or a GPU is present, no index is added."""
     import os
 
+    make = shutil.which("make")
+    assert make
+
     def index(env: dict[str, str]) -> str:
-        r = subprocess.run(["make", "-s", "torch-index"], cwd=ROOT, env=env, capture_output=True,
+        r = subprocess.run([make, "-s", "torch-index"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
-    # Only PyPI: no pip configuration, no local wheels.
+    if platform.system() != "Linux":
+        pytest.skip("the CPU index is chosen on Linux only")
+    pin = next(line.split("==")[1].strip() for line in (ROOT / "constraints.txt").open()
+               if line.startswith("torch=="))
+    # A PATH without nvidia-smi (a CPU machine) and one with a stand-in (a GPU machine).
+    cpu_bin, gpu_bin = tmp_path / "cpu", tmp_path / "gpu"
+    for d in (cpu_bin, gpu_bin):
+        d.mkdir()
+        for tool in ("sed", "uname"):
+            found = shutil.which(tool)
+            assert found, tool
+            (d / tool).symlink_to(found)
+        # The interpreter itself (a version manager's shim would need its own PATH).
+        (d / "python3").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
+    (gpu_bin / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (gpu_bin / "nvidia-smi").chmod(0o755)
+    # Only PyPI: no pip configuration, no local wheels (and no network probe).
     pypi_only = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    pypi_only.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1")  # and no network probe
+    pypi_only.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PATH=str(cpu_bin))
     assert index(pypi_only) == "https://download.pytorch.org/whl/cpu"
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
-    (fake / "nvidia-smi").chmod(0o755)
-    assert index({**pypi_only, "PATH": f"{fake}:{pypi_only['PATH']}"}) == ""
-    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--no-deps",
-                       "--no-index", "torch==2.13.0"], capture_output=True).returncode == 0:
-        assert index(dict(os.environ)) == ""  # the local wheel, as on the test machines
+    assert index({**pypi_only, "PATH": str(gpu_bin)}) == ""
+    local = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run",
+                            "--ignore-installed", "--no-deps", "--no-index", f"torch=={pin}"],
+                           capture_output=True).returncode == 0
+    if local:  # the pinned torch is a local wheel here, as on the test machines
+        assert index({**os.environ, "PATH": f"{cpu_bin}:{os.environ['PATH']}"}) == ""
     assert index({**pypi_only, "TORCH_INDEX": ""}) == ""  # turned off by hand

@@ -209,3 +209,29 @@ def test_sample_from_your_own_drawings_without_the_training_data(
                 "--samples", "6")
     assert r.returncode == 0, r.stderr[-2000:]
     assert np.asarray(Image.open(grid)).ndim == 2 and "support: 2 drawings" in r.stdout
+
+
+def test_labels_given_as_a_tensor_are_compared_by_value(folder_run) -> None:
+    """Tensor elements hash by identity: four labels of two values are two classes."""
+    model = api.load_model(folder_run[0])
+    x = torch.rand(4, 1, 28, 28)
+    by_tensor = model.predict(x, torch.tensor([0, 0, 1, 1]), x)
+    by_list = model.predict(x, [0, 0, 1, 1], x)
+    assert by_tensor.classes == [0, 1] and by_tensor.probabilities.shape == (4, 2)
+    assert torch.equal(by_tensor.probabilities, by_list.probabilities)
+    assert model.predict(x, np.array([3, 3, 7, 7]), x).classes == [3, 7]
+
+
+def test_a_transparent_background_is_paper_not_ink(tmp_path: Path) -> None:
+    """A drawing with a transparent background reads as the same drawing on white: dropping
+    alpha would turn the background black (and, inverted for Omniglot, into strokes)."""
+    rng = np.random.default_rng(0)
+    strokes = rng.random((28, 28)) < 0.2
+    opaque = np.where(strokes, 0, 255).astype(np.uint8)
+    Image.fromarray(opaque).save(tmp_path / "white.png")
+    rgba = np.zeros((28, 28, 4), np.uint8)  # transparent black background
+    rgba[strokes] = (0, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    for invert in (False, True):
+        assert np.array_equal(read_file(tmp_path / "white.png", 28, invert),
+                              read_file(tmp_path / "transparent.png", 28, invert))

@@ -67,7 +67,8 @@ def test_train_on_an_s3_root(s3: dict, image_folder: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("what, uri, message", [
     ("empty", "s3://metagan/datasets/nothing-here", "no objects under this prefix"),
     ("no bucket", "s3://no-such-bucket-xyz/data", "NoSuchBucket"),
-    ("bad name", "s3://Bad_Bucket/data", "is not a valid bucket name"),
+    ("bad name", "s3://Bad_Bucket/data", "data.root: s3://Bad_Bucket/data: 'Bad_Bucket' is not "
+                                         "a valid bucket name"),
 ])
 def test_an_unusable_s3_root_is_one_line_before_work(s3: dict, tmp_path: Path, what: str,
                                                      uri: str, message: str) -> None:
@@ -87,3 +88,11 @@ def test_an_unreachable_endpoint_is_named(s3: dict, image_folder: Path, tmp_path
         fetch(uri, tmp_path / "cache")
     assert not (tmp_path / "cache" / "remote").exists() or not any(
         p.is_dir() for p in (tmp_path / "cache" / "remote").iterdir())
+
+
+def test_a_bad_aws_profile_is_one_line(s3: dict, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's own errors (here ProfileNotFound) are named, never a traceback."""
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile-metagan")
+    with pytest.raises(DataError, match=r"data.root s3://metagan/x .*: ProfileNotFound"):
+        fetch("s3://metagan/x", tmp_path / "cache")

@@ -11,7 +11,11 @@ from .images import DataError, ImageSet, cached_image_set, default_cache_dir
 from .preprocess import image_files, read_file
 
 
-def _files(root: Path) -> dict[str, list[Path]]:
+def class_files(root: Path) -> dict[str, list[Path]]:
+    """The image files of `root/<class>/*` by class folder name (sorted); a DataError line when
+    `root` is not a folder or holds no class folder with images."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (expected {root}/<class>/*.png)")
     classes = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         files = image_files(d)
@@ -27,8 +31,9 @@ def load_folder(root: str | Path, size: int = 28, cache_dir: Path | None = None,
     """Read `root/<class>/*` as grayscale (channels 1) or RGB images as they are (white = 255;
     data.preprocess), one group per class folder."""
     root = Path(root).expanduser()
-    classes = _files(root)
-    h = hashlib.sha256(f"folder-{size}".encode() + (b"" if channels == 1 else b"-rgb"))
+    classes = class_files(root)
+    # v2: transparent pixels composited onto white (data.preprocess)
+    h = hashlib.sha256(f"folder-{size}-v2".encode() + (b"" if channels == 1 else b"-rgb"))
     for name, files in classes.items():
         for f in files:
             st = f.stat()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,23 +154,6 @@ def file_sha256(path: str | Path) -> str:
 def default_cache_dir() -> Path:
     """$METAGAN_CACHE, else ~/.cache/metagan."""
     return Path(os.environ.get("METAGAN_CACHE", Path.home() / ".cache" / "metagan"))
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside `path` (POSIX), so concurrent runs of one key build it once."""
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks: concurrent runs may both build (the write is atomic)
-        yield
-        return
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cached_image_set(cache_dir: Path, key: str, build: Callable[[], ImageSet]) -> ImageSet:

@@ -31,6 +31,12 @@ def to_array(image: Image.Image, size: int, invert: bool, channels: int = 1) -> 
     """A PIL image as uint8 [size, size] (channels 1) or [size, size, 3] (channels 3):
     converted to L or RGB, inverted when `invert`, shrunk or grown with PIL's antialiased
     bilinear filter."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels are the paper: composite onto white (dropping alpha would make
+        # them black, and Omniglot's inversion would turn them into strokes).
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
     img = image.convert("L" if channels == 1 else "RGB")
     if invert:
         img = Image.eval(img, lambda v: 255 - v)

@@ -17,7 +17,9 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from .images import DataError, locked
+from ..config import ConfigError
+from ..locks import locked
+from .images import DataError
 
 SCHEME = "s3://"
 
@@ -35,7 +37,10 @@ def _listing(uri: str) -> tuple[str, str, list[tuple[str, int, str]]]:
     # Here, not at the top: pyarrow and boto3 load only for a remote root.
     from ..storage import parse_storage, s3_client, s3_endpoint
 
-    storage = parse_storage(uri)  # the bucket and prefix checked (ConfigError)
+    try:
+        storage = parse_storage(uri)
+    except ConfigError as e:  # "storage 's3://...': why" -> "data.root: s3://...: why"
+        raise ConfigError(f"data.root: {uri}: {str(e).split(': ', 1)[-1]}") from None
     bucket, prefix = storage.bucket, storage.prefix
     where = f"data.root {uri} (endpoint {s3_endpoint() or 'AWS'})"
     start = f"{prefix}/" if prefix else ""
@@ -56,6 +61,8 @@ def _listing(uri: str) -> tuple[str, str, list[tuple[str, int, str]]]:
     except be.ClientError as e:
         code = e.response.get("Error", {}).get("Code", "") or str(e)
         raise DataError(f"{where}: {code}") from None
+    except be.BotoCoreError as e:  # a bad profile, partial credentials, TLS, proxy ...
+        raise DataError(f"{where}: {type(e).__name__}") from None
     if not objects:
         raise DataError(f"{where}: no objects under this prefix")
     for relative, _, _ in objects:
@@ -70,7 +77,8 @@ def fetch(uri: str, cache_dir: Path) -> Path:
     from ..storage import s3_client
 
     bucket, start, objects = _listing(uri)
-    key = hashlib.sha256(json.dumps([uri, objects]).encode()).hexdigest()[:20]
+    where = f"s3://{bucket}/{start}"  # s3://b/p and s3://b/p/ are one dataset
+    key = hashlib.sha256(json.dumps([where, objects]).encode()).hexdigest()[:20]
     root = cache_dir / "remote"
     dest = root / key
     if dest.is_dir():
@@ -86,6 +94,7 @@ def fetch(uri: str, cache_dir: Path) -> Path:
                 target = tmp.joinpath(*PurePosixPath(relative).parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, start + relative, str(target))
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
             os.replace(tmp, dest)
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)

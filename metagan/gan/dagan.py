@@ -194,7 +194,7 @@ class DaganAugmented(SeededNoise, Method):
             return episode
         self.ensure_pretrained()
         b, n = episode.support_y.shape
-        source = episode.support_x.repeat_interleave(m, dim=1).flatten(0, 1)  # [B*n*m, 1, H, W]
+        source = episode.support_x.repeat_interleave(m, dim=1).flatten(0, 1)  # [B*n*m, C, H, W]
         fake = self.gan.sampler_net(source, self.gan.z(source.shape[0], rng, source.device)).view(
             b, n * m, *episode.support_x.shape[2:])
         return replace(episode,
@@ -205,7 +205,7 @@ class DaganAugmented(SeededNoise, Method):
 
     @torch.no_grad()
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        """n new drawings of the character in support [k, 1, H, W], sample i generated from
+        """n new drawings of the character in support [k, C, H, W], sample i generated from
         drawing i mod k (DAGAN transforms one source drawing)."""
         self.ensure_pretrained()
         source = support[torch.arange(n) % support.shape[0]]
@@ -214,7 +214,7 @@ class DaganAugmented(SeededNoise, Method):
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
-        """generate_for each set [T, k, 1, H, W] (G does not adapt: `steps` is unused)."""
+        """generate_for each set [T, k, C, H, W] (G does not adapt: `steps` is unused)."""
         return per_set(self.generate_for, support, n, rng)
 
     # -- classification -----------------------------------------------------------------------
@@ -253,7 +253,7 @@ class DaganAugmented(SeededNoise, Method):
 
     # -- phases -------------------------------------------------------------------------------
     def _pairs(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-        """(source, target) real drawings of the same class, [B*ways, 1, H, W] each."""
+        """(source, target) real drawings of the same class, [B*ways, C, H, W] each."""
         source = first_of_each_class(episode.support_x, episode.support_y, episode.ways)
         target = first_of_each_class(episode.query_x, episode.query_y, episode.ways)
         return source.flatten(0, 1), target.flatten(0, 1)

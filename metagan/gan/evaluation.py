@@ -37,7 +37,7 @@ from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
 from .metrics import character_metrics, kernel_inception_distance
 
-Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, 1, H, W], n) -> [T, n, ...]
+Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, C, H, W], n) -> [T, n, ...]
 
 
 def embedding_config(cfg: Config) -> Config:
@@ -100,7 +100,10 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
         return script
 
     ecfg = embedding_config(cfg)
-    key = hashlib.sha256(json.dumps(to_dict(ecfg), sort_keys=True).encode()).hexdigest()[:20]
+    recipe = to_dict(ecfg)
+    if ecfg.data.channels == 1:  # keys from before data.channels existed stay valid
+        del recipe["data"]["channels"]
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
     path = (cache_dir or default_cache_dir()) / "embeddings" / f"protonet-{key}.pt"
     learner = embedding_learner(ecfg, device)
     if path.is_file():
@@ -165,7 +168,7 @@ def evaluation_sets(images: ImageSet, characters: int, shots: int, samples: int 
 
 
 def embed_sets(embed: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Features [T, n, D] on the CPU of images [T, n, 1, H, W], embedded on `embed`'s device."""
+    """Features [T, n, D] on the CPU of images [T, n, C, H, W], embedded on `embed`'s device."""
     device = next(iter(embed.parameters()), torch.empty(0)).device
     with torch.no_grad():
         features: torch.Tensor = embed(x.flatten(0, 1).to(device))

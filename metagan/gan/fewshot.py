@@ -58,8 +58,8 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 class SetGenerator(nn.Module):
-    """G conditioned on a set of drawings too: z [n, z_dim] and drawings [k, 1, S, S] (in
-    [-1, 1]) -> images [n, 1, S, S] in [-1, 1]. The set's mean SetEncoder code (as MetaGAN's
+    """G conditioned on a set of drawings too: z [n, z_dim] and drawings [k, C, S, S] (in
+    [-1, 1]) -> images [n, C, S, S] in [-1, 1]. The set's mean SetEncoder code (as MetaGAN's
     generator, joint.py) is appended to every z."""
 
     def __init__(self, z_dim: int, width: int, image_size: int, norm: Norm,
@@ -79,7 +79,7 @@ class SetGenerator(nn.Module):
 
 
 def class_sets(episode: Episode) -> torch.Tensor:
-    """Every class of every task as one task of its drawings: [B*ways, shots+queries, 1, H, W]."""
+    """Every class of every task as one task of its drawings: [B*ways, shots+queries, C, H, W]."""
     per_class = []
     for x, y in ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y)):
         order = y.argsort(dim=1, stable=True)  # group the drawings by label, class-major
@@ -136,14 +136,14 @@ class FewShotGan(SeededNoise, Method):
 
     # -- the networks as pure functions of their weights ------------------------------------------
     def _generate(self, g_params: Params, z: torch.Tensor, drawings: torch.Tensor) -> torch.Tensor:
-        """G under g_params: z [n, z_dim] -> [n, 1, H, W] in [-1, 1]; `drawings` [k, 1, H, W]
+        """G under g_params: z [n, z_dim] -> [n, C, H, W] in [-1, 1]; `drawings` [k, C, H, W]
         (in [-1, 1]) are the task's set, read only when gan.condition is set."""
         args = (z, drawings) if self.cfg.gan.condition == "set" else (z,)
         images: torch.Tensor = functional_call(self.generator, g_params, args)
         return images
 
     def _critic(self, d_params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
-        """D under d_params: images [n, 1, H, W] in [-1, 1] -> scores [n]."""
+        """D under d_params: images [n, C, H, W] in [-1, 1] -> scores [n]."""
         return lambda x: functional_call(self.discriminator, d_params, (x,))
 
     def _d_objective(self, d_params: Params, real: torch.Tensor, fake: torch.Tensor,
@@ -160,7 +160,7 @@ class FewShotGan(SeededNoise, Method):
     def _adapt_one(self, g_params: Params, d_params: Params, images: torch.Tensor,
                    z: torch.Tensor, eps: torch.Tensor | None = None,
                    context: int | None = None) -> tuple[Params, Params]:
-        """SGD on one task's GAN losses: images [m, 1, H, W] in [0, 1], z [steps, m, z_dim],
+        """SGD on one task's GAN losses: images [m, C, H, W] in [0, 1], z [steps, m, z_dim],
         eps [steps, m] the gradient penalty's interpolation weights (needed with a penalty);
         G's set (gan.condition: set) is the first `context` images (None: all)."""
         if self.gp_weight and eps is None:
@@ -197,7 +197,7 @@ class FewShotGan(SeededNoise, Method):
 
     def adapt(self, images: torch.Tensor, steps: int, rng: torch.Generator,
               context: int | None = None) -> tuple[Params, Params]:
-        """Adapted (G, D) weights per task for image sets [T, m, 1, H, W] in [0, 1]: dicts of
+        """Adapted (G, D) weights per task for image sets [T, m, C, H, W] in [0, 1]: dicts of
         [T, ...]. Every task in one vmap; `context`: G's set is each task's first `context`
         images (gan.condition: set; None: all of them)."""
         t, m = images.shape[:2]
@@ -213,7 +213,7 @@ class FewShotGan(SeededNoise, Method):
 
     def _sample_signed(self, g_params: Params, n: int, rng: torch.Generator,
                        drawings: torch.Tensor) -> torch.Tensor:
-        """n drawings per task in [-1, 1]: [T, n, 1, H, W]; drawings [T, k, 1, H, W] in [-1, 1]
+        """n drawings per task in [-1, 1]: [T, n, C, H, W]; drawings [T, k, C, H, W] in [-1, 1]
         are each task's set (read under gan.condition: set)."""
         t = drawings.shape[0]
         z = torch.randn(t, n, self.cfg.gan.z_dim, generator=rng).to(drawings)
@@ -222,8 +222,8 @@ class FewShotGan(SeededNoise, Method):
 
     def sample(self, g_params: Params, n: int, rng: torch.Generator,
                drawings: torch.Tensor | None = None) -> torch.Tensor:
-        """n drawings per task from adapted generators: [T, n, 1, H, W] in [0, 1]. drawings
-        [T, k, 1, H, W] in [0, 1]: each task's set, which G reads under gan.condition: set."""
+        """n drawings per task from adapted generators: [T, n, C, H, W] in [0, 1]. drawings
+        [T, k, C, H, W] in [0, 1]: each task's set, which G reads under gan.condition: set."""
         first = next(iter(g_params.values()))
         if drawings is None:
             if self.cfg.gan.condition == "set":
@@ -234,7 +234,7 @@ class FewShotGan(SeededNoise, Method):
     # -- meta-training ------------------------------------------------------------------------------
     def _meta_phase(self, episode: Episode) -> PhaseOutput:
         gan = self.cfg.gan
-        tasks = class_sets(episode)  # [T, shots+queries, 1, H, W] in [0, 1]
+        tasks = class_sets(episode)  # [T, shots+queries, C, H, W] in [0, 1]
         k = episode.shots  # G's set: a task's first k drawings (its support), as at meta-test
         if gan.meta_algorithm == "reptile":
             g_ad, d_ad = self.adapt(tasks, gan.inner_steps, self.noise, context=k)
@@ -275,7 +275,7 @@ class FewShotGan(SeededNoise, Method):
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
-        """Adapt to each set of drawings [T, k, 1, H, W] for `steps`, then draw n: [T, n, ...]
+        """Adapt to each set of drawings [T, k, C, H, W] for `steps`, then draw n: [T, n, ...]
         in [0, 1] (G's set, under gan.condition: set, is the support set)."""
         with torch.enable_grad():  # the inner loop differentiates the GAN losses
             g_ad, _ = self.adapt(support, steps, rng)
@@ -283,6 +283,6 @@ class FewShotGan(SeededNoise, Method):
             return self.sample({k: v.detach() for k, v in g_ad.items()}, n, rng, support)
 
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        """n new drawings after gan.eval_adapt_steps of adaptation to support [k, 1, H, W]."""
+        """n new drawings after gan.eval_adapt_steps of adaptation to support [k, C, H, W]."""
         return self.adapt_and_sample(support.unsqueeze(0), n, self.cfg.gan.eval_adapt_steps,
                                      rng)[0]

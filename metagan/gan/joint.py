@@ -101,7 +101,7 @@ class MetaGan(SeededNoise, Method):
 
     def _fakes(self, episode: Episode, per_task: int, rng: torch.Generator | None = None
                ) -> torch.Tensor:
-        """per_task generated images [B, per_task, 1, S, S] for each task, conditioned on its
+        """per_task generated images [B, per_task, C, S, S] for each task, conditioned on its
         support set, the noise drawn from `rng` (default: the method's own generator, never
         torch's global one)."""
         b = episode.num_tasks
@@ -169,7 +169,7 @@ class MetaGan(SeededNoise, Method):
 
     @torch.no_grad()
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        """n generated images conditioned on the set support [k, 1, H, W]."""
+        """n generated images conditioned on the set support [k, C, H, W]."""
         cond = self.encoder(support.unsqueeze(0)).expand(n, -1)
         z = torch.randn(n, self.cfg.gan.z_dim, generator=rng).to(support.device)
         images: torch.Tensor = self.generator(z, cond)
@@ -177,7 +177,7 @@ class MetaGan(SeededNoise, Method):
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
-        """generate_for each set [T, k, 1, H, W] (G conditions on the set instead of adapting:
+        """generate_for each set [T, k, C, H, W] (G conditions on the set instead of adapting:
         `steps` is unused)."""
         return per_set(self.generate_for, support, n, rng)
 

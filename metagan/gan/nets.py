@@ -2,7 +2,7 @@
 28 for Omniglot; any side >= 8).
 
 Both can be conditioned on a vector: a learned class embedding, or the mean encoding of a set
-of support images (`SetEncoder`). Shapes: images [n, 1, S, S] in [0, 1]; condition [n, c].
+of support images (`SetEncoder`). Shapes: images [n, C, S, S] in [0, 1]; condition [n, c].
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def quarter(image_size: int) -> int:
 
 def per_set(generate: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor],
             support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-    """`generate(set, n, rng)` for each set of support [T, k, 1, S, S], one set at a time (so
-    batch statistics are a set's own): [T, n, 1, S, S]."""
+    """`generate(set, n, rng)` for each set of support [T, k, C, S, S], one set at a time (so
+    batch statistics are a set's own): [T, n, C, S, S]."""
     return torch.stack([generate(s, n, rng) for s in support])
 
 
@@ -145,7 +145,7 @@ class SeededNoise(nn.Module):
 
 
 class Generator(nn.Module):
-    """z [n, z_dim] (+ condition [n, cond_dim]) -> images [n, 1, S, S] in [0, 1] (sigmoid output;
+    """z [n, z_dim] (+ condition [n, cond_dim]) -> images [n, C, S, S] in [0, 1] (sigmoid output;
     in [-1, 1] with output="tanh").
 
     The defaults are the original network: batch statistics (norm="batch"), stride-2 transposed

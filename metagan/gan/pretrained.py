@@ -28,7 +28,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import Config, OptimConfig, to_dict
 from ..data import ImageSet, load_splits
 from ..data.episodes import Episode, TaskSampler
-from ..data.images import default_cache_dir, locked
+from ..data.images import default_cache_dir
+from ..locks import locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
 from .losses import LOSSES, gradient_penalty
 from .uresnet import PairCritic, UResNetGenerator
@@ -109,6 +110,8 @@ def pretrain_key(cfg: Config) -> str:
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "cache_dir"}  # where, not what
+    if cfg.data.channels == 1:  # keys from before data.channels existed stay valid
+        del data["channels"]
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -129,7 +132,7 @@ def initial_gan(cfg: Config, device: torch.device) -> PairGan:
 
 
 def pair_batch(episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-    """(source, target) [PAIRS, 1, S, S] of a one-task, one-shot, one-query episode: class i's
+    """(source, target) [PAIRS, C, S, S] of a one-task, one-shot, one-query episode: class i's
     support and query drawings."""
     return episode.support_x[0], episode.query_x[0]
 

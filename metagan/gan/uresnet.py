@@ -8,8 +8,8 @@ WGAN-GP's per-sample gradient penalty stays well defined (Gulrajani et al. 2017 
 norm in the critic for this reason). Any image side >= 8: each halving rounds up (28 -> 14 ->
 7 -> 4), and the decoder resizes to the skip it joins, so no side is cropped.
 
-Shapes: source and generated images [n, 1, S, S] in [0, 1]; noise [n, z_dim]; pairs
-[n, 2, S, S] (source and drawing stacked as channels); critic scores [n].
+Shapes: source and generated images [n, C, S, S] in [0, 1]; noise [n, z_dim]; pairs
+[n, 2C, S, S] (source and drawing stacked as channels); critic scores [n].
 """
 
 from __future__ import annotations

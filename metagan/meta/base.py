@@ -144,8 +144,8 @@ class Method(nn.Module):
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
-        """Adapt to each set of drawings [T, k, 1, H, W] for `steps` (methods that condition on
-        the set instead ignore them), then draw n per set: [T, n, 1, H, W] in [0, 1] (when
+        """Adapt to each set of drawings [T, k, C, H, W] for `steps` (methods that condition on
+        the set instead ignore them), then draw n per set: [T, n, C, H, W] in [0, 1] (when
         samples)."""
         raise NotImplementedError(f"{type(self).__name__} does not sample")
 
