@@ -307,25 +307,39 @@ def s3_client(timeout_s: float = 5.0):
                                           retries={"max_attempts": 2, "mode": "standard"}))
 
 
-def _s3_checked(storage: Storage, action) -> None:
-    """Run boto3 calls, turning the usual failures into one clear StorageError."""
+def s3_failure(error: BaseException, bucket: str) -> str | None:
+    """Why a boto3 call on `bucket` failed, in one line (None: not a client or endpoint
+    failure, which callers let through)."""
     import botocore.exceptions as be
 
+    if isinstance(error, be.NoCredentialsError):
+        return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use an " \
+               "instance role)"
+    if isinstance(error, (be.EndpointConnectionError, be.ConnectTimeoutError,
+                          be.ReadTimeoutError)):
+        return f"endpoint unreachable ({type(error).__name__})"
+    if isinstance(error, be.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket"):
+            return f"bucket {bucket!r} does not exist"
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"access denied to bucket {bucket!r} ({code})"
+        return code or str(error).splitlines()[0][:200]
+    if isinstance(error, be.BotoCoreError):  # a bad profile, partial credentials, TLS, proxy ...
+        return type(error).__name__
+    return None
+
+
+def _s3_checked(storage: Storage, action) -> None:
+    """Run boto3 calls, turning the usual failures into one clear StorageError."""
     where = f"storage {storage.uri} (endpoint {s3_endpoint() or 'AWS'})"
     try:
         action(s3_client())
-    except be.NoCredentialsError:
-        raise StorageError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY, or use an instance role)") from None
-    except (be.EndpointConnectionError, be.ConnectTimeoutError, be.ReadTimeoutError) as e:
-        raise StorageError(f"{where}: endpoint unreachable ({type(e).__name__})") from None
-    except be.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchBucket"):
-            raise StorageError(f"{where}: bucket {storage.bucket!r} does not exist") from None
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise StorageError(f"{where}: access denied to bucket {storage.bucket!r} ({code})") from None
-        raise StorageError(f"{where}: {code or e}") from None
+    except Exception as e:
+        reason = s3_failure(e, storage.bucket)
+        if reason is None:
+            raise
+        raise StorageError(f"{where}: {reason}") from None
 
 
 def check_readable(storage: Storage) -> None:

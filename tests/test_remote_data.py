@@ -66,7 +66,7 @@ def test_train_on_an_s3_root(s3: dict, image_folder: Path, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("what, uri, message", [
     ("empty", "s3://metagan/datasets/nothing-here", "no objects under this prefix"),
-    ("no bucket", "s3://no-such-bucket-xyz/data", "NoSuchBucket"),
+    ("no bucket", "s3://no-such-bucket-xyz/data", "bucket 'no-such-bucket-xyz' does not exist"),
     ("bad name", "s3://Bad_Bucket/data", "data.root: s3://Bad_Bucket/data: 'Bad_Bucket' is not "
                                          "a valid bucket name"),
 ])

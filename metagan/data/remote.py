@@ -32,10 +32,8 @@ def is_remote(root: str) -> bool:
 def _listing(uri: str) -> tuple[str, str, list[tuple[str, int, str]]]:
     """(bucket, prefix, [(relative key, size, etag)]) of every object under the URI's prefix;
     every failure one DataError line naming the URI and endpoint."""
-    import botocore.exceptions as be
-
     # Here, not at the top: pyarrow and boto3 load only for a remote root.
-    from ..storage import parse_storage, s3_client, s3_endpoint
+    from ..storage import parse_storage, s3_client, s3_endpoint, s3_failure
 
     try:
         storage = parse_storage(uri)
@@ -53,16 +51,11 @@ def _listing(uri: str) -> tuple[str, str, list[tuple[str, int, str]]]:
                 relative = item["Key"][len(start):]
                 if relative and not relative.endswith("/"):
                     objects.append((relative, int(item["Size"]), str(item.get("ETag", ""))))
-    except be.NoCredentialsError:
-        raise DataError(f"{where}: no credentials (set AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY, or use an instance role)") from None
-    except (be.EndpointConnectionError, be.ConnectTimeoutError, be.ReadTimeoutError) as e:
-        raise DataError(f"{where}: endpoint unreachable ({type(e).__name__})") from None
-    except be.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "") or str(e)
-        raise DataError(f"{where}: {code}") from None
-    except be.BotoCoreError as e:  # a bad profile, partial credentials, TLS, proxy ...
-        raise DataError(f"{where}: {type(e).__name__}") from None
+    except Exception as e:
+        reason = s3_failure(e, bucket)
+        if reason is None:
+            raise
+        raise DataError(f"{where}: {reason}") from None
     if not objects:
         raise DataError(f"{where}: no objects under this prefix")
     for relative, _, _ in objects:
