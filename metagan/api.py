@@ -110,6 +110,7 @@ class FewShotModel:
             from .run import load_loop
 
             self._loop = load_loop(self.path, device=str(self._device))
+            self.module = self._loop.method.eval()  # one copy of the weights, not two
         return self._loop
 
     def _require(self, capability: str, what: str) -> None:
