@@ -551,6 +551,7 @@ print(json.dumps({"accuracy": hits / total, "val": groups["val"]}))
                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     out = json.loads(fresh.stdout.strip().splitlines()[-1])
+    print(f"predict: {out['accuracy']:.4f} of 120 meta-val queries")  # shown with pytest -s
     assert out["accuracy"] > 0.8, out
     # The CLI on the downloaded best checkpoint: a 5-way 1-shot task as folders.
     from metagan import api
