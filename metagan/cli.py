@@ -152,6 +152,8 @@ def _sample(args: argparse.Namespace) -> int:
     check_output_file(Path(args.out), "--out", ".png")  # before any sampling work
     if args.support:
         # The user's drawings: the checkpoint alone is loaded, never the training data.
+        if not Path(args.support).exists():  # before loading anything
+            raise ConfigError(f"--support {args.support}: no such folder or file")
         from .api import load_model
         from .data.preprocess import inverts
         from .inputs import as_batch

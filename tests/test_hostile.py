@@ -397,3 +397,67 @@ def test_the_api_refuses_with_one_clear_line(place: Path, function: str, args: t
         getattr(api, function)(*real)
     assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert snapshot(place) == before
+
+
+@pytest.fixture
+def user_images(tmp_path: Path) -> Path:
+    """support/<a|b>/*.png, query/*.png, and folders that are wrong in one way each."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def png(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(path)
+
+    for c in "ab":
+        png(tmp_path / "support" / c / "0.png")
+        png(tmp_path / "one-class" / c / "0.png") if c == "a" else None
+    png(tmp_path / "query" / "q0.png")
+    (tmp_path / "no-classes").mkdir()
+    (tmp_path / "empty-query").mkdir()
+    (tmp_path / "broken-query").mkdir()
+    (tmp_path / "broken-query" / "q.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"checkpoint": "nowhere"}, "no such run"),
+    ({"--support": "missing"}, "no such folder"),
+    ({"--support": "no-classes"}, "no class folders"),
+    ({"--support": "one-class"}, "at least 2 classes"),
+    ({"--query": "missing"}, "no such folder"),
+    ({"--query": "empty-query"}, "no .png/.jpg/.jpeg images"),
+    ({"--query": "broken-query"}, "not a readable image"),
+    ({"--out": "."}, "is a directory"),
+    ({"--out": "p.txt"}, "expected a .csv file name"),
+    ({"--out": "no/dir/p.csv"}, "does not exist"),
+])
+def test_predict_refuses_bad_input_in_one_line(place: Path, capsys, user_images: Path,
+                                               change: dict[str, str], words: str) -> None:
+    args = {"checkpoint": str(place / "run"), "--support": "support", "--query": "query",
+            "--out": "p.csv", **change}
+    argv = ["predict", args["checkpoint"] if change.get("checkpoint") is None
+            else str(place / args["checkpoint"])]
+    for flag in ("--support", "--query", "--out"):
+        argv += [flag, str(user_images / args[flag])]
+    refused(place, capsys, argv, 2, words)
+    assert not (user_images / "p.csv").exists()
+
+
+def test_predict_and_sample_name_a_damaged_or_wrong_checkpoint(place: Path, capsys,
+                                                                damaged: Path,
+                                                                user_images: Path) -> None:
+    (damaged / LAST / "state.pt").write_bytes(b"PK\x03\x04 garbage" * 20)
+    line = refused(place, capsys, ["predict", str(damaged), "--support",
+                                   str(user_images / "support"), "--query",
+                                   str(user_images / "query")], 2, "state.pt: damaged")
+    assert "weights_only=False" not in line
+    # A classifier has no generator; a missing support folder is named.
+    refused(place, capsys, ["sample", str(place / "run"), "--support",
+                            str(user_images / "support" / "a"), "--out",
+                            str(user_images / "g.png")], 2, "has no generator")
+    refused(place, capsys, ["sample", str(place / "run"), "--support",
+                            str(user_images / "nope"), "--out", str(user_images / "g.png")], 2,
+            "nope: no such folder or file")
