@@ -344,7 +344,9 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
            for s in seeds if any(METHODS[m][1] == "dagan" for m in seeds[s]["classification"])]
     lines = [
         "# GAN x meta-learning at equal meta-learner updates", "",
-        f"`python benchmarks/gan_table.py {' '.join(raw['settings']['argv'])}` on "
+        " + ".join(f"`python benchmarks/gan_table.py {' '.join(a)}`"
+                   for a in raw["settings"].get("merged_from", [raw["settings"]["argv"]]))
+        + (" (merged with --merge)" if "merged_from" in raw["settings"] else "") + " on "
         f"{raw['settings']['threads']} CPU threads ({raw['settings']['cpu']}), torch "
         f"{raw['settings']['torch']}. Meta-test alphabets: {', '.join(raw['settings']['test_groups'])}.",
         "",
@@ -427,6 +429,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", action="store_true", help="save a sample grid into --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument("--merge", nargs="+", metavar="RAW",
+                   help="no training: merge raw.json files of the same settings run apart "
+                   "(disjoint --seeds, e.g. one process per core) into --out's table")
     args = p.parse_args(argv)
     if args.pretrain_steps is None:
         args.pretrain_steps = read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
@@ -441,10 +446,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Settings that may differ between raw files merged into one table (each process its seeds).
+PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge"}
+
+
+def merge_raw(paths: list[str]) -> dict[str, Any]:
+    """One raw result from several runs of the same settings over disjoint seeds (e.g. one
+    process per core); refuses files whose other settings differ or whose seeds overlap."""
+    merged: dict[str, Any] | None = None
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        if merged is None:
+            merged = raw
+            merged["settings"]["merged_from"] = [raw["settings"]["argv"]]
+            continue
+        mine = {k: v for k, v in merged["settings"].items()
+                if k not in PER_PROCESS and k != "merged_from"}
+        theirs = {k: v for k, v in raw["settings"].items() if k not in PER_PROCESS}
+        if mine != theirs:
+            differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            sys.exit(f"error: {path}: settings differ from {paths[0]} ({', '.join(differ)})")
+        overlap = set(merged["seeds"]) & set(raw["seeds"])
+        if overlap:
+            sys.exit(f"error: {path}: seeds {sorted(overlap)} are already in another file")
+        merged["seeds"].update(raw["seeds"])
+        merged["settings"]["merged_from"].append(raw["settings"]["argv"])
+    assert merged is not None
+    merged["settings"]["seeds"] = sorted(int(s) for s in merged["seeds"])
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run every seed, writing raw.json after each, then summary.json and the table."""
+    """Run every seed, writing raw.json after each, then summary.json and the table (or, with
+    --merge, only the summary and table of raw files run apart)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.merge:
+        raw = merge_raw(args.merge)
+        for key in ("methods", "generation", "updates", "episodes", "queries", "characters"):
+            setattr(args, key, raw["settings"][key])
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "raw.json").write_text(json.dumps(raw, indent=1))
+        write_report(raw, args, out)
+        return
     tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -468,6 +513,11 @@ def main(argv: list[str] | None = None) -> None:
             res["generation"] = run_generation(args, seed, cache, others)
         raw["seeds"][str(seed)] = res
         (out / "raw.json").write_text(json.dumps(raw, indent=1))
+    write_report(raw, args, out)
+
+
+def write_report(raw: dict[str, Any], args: argparse.Namespace, out: Path) -> None:
+    """summary.json beside raw.json, and the Markdown table to stdout (and --markdown)."""
     summary = summarise(raw, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     text = markdown(raw, summary, args)
