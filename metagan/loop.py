@@ -16,6 +16,7 @@ from .config import Config, ConfigError
 from .data import ImageSet, Splits, load_splits
 from .data.alphabets import alphabet_offset, alphabet_set, alphabets
 from .data.episodes import TaskSampler
+from .data.preprocess import jitter_padding
 from .meta import MetaLearner, Method
 from .meta.base import Diverged as Diverged  # raised by a phase update; callers catch it from here
 from .meta.base import make_optimizer, update_phase
@@ -102,7 +103,8 @@ class EpisodeLoop:
         self.optimizers = {p.name: make_optimizer(p, cfg.optim) for p in self.phases}
         t = cfg.task
         self.sampler = TaskSampler(self.splits.train, t.ways, t.shots, t.queries,
-                                   cfg.train.seed, self.device, cfg.data.affine_augment)
+                                   cfg.train.seed, self.device, cfg.data.affine_augment,
+                                   jitter_padding(cfg.data.source))
         self.iteration = 0
         # Each phase's own updates so far: its learning-rate schedule counts these, not loop
         # iterations (a meta-learner after GAN pre-training starts at its first update).

@@ -113,3 +113,28 @@ def test_channels_are_checked_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.channels: 1 \(grayscale\) or 3 \(RGB\), got 2"):
         build_config(tiny_data("protonet", **{"data.source": "folder",
                                               "data.root": str(tmp_path), "data.channels": 2}))
+
+
+def test_affine_jitter_keeps_a_light_background(tmp_path: Path) -> None:
+    """Jittered folder images fill their uncovered corners with the edge pixels (a white or
+    coloured ground stays itself); Omniglot's jitter keeps filling with its zero background."""
+    root = tmp_path / "white"
+    for c in range(7):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            image = np.full((28, 28), 255, np.uint8)
+            image[10:18, 4 + c * 2:8 + c * 2] = 0  # a dark bar on white paper
+            Image.fromarray(image).save(root / f"c{c}" / f"{i}.png")
+    from metagan.data.episodes import TaskSampler
+
+    cfg = build_config(tiny_data("protonet", **{
+        "data.source": "folder", "data.root": str(root), "data.rotations": False,
+        "data.affine_augment": True, "data.val_groups": 2, "data.test_groups": 2,
+        "task.ways": 2}))
+    from metagan.loop import EpisodeLoop
+
+    loop = EpisodeLoop(cfg)
+    corners = loop.sampler.sample(8).support_x[..., [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert corners.min() > 0.99  # white corners, no black wedges
+    zeros = TaskSampler(loop.splits.train, 2, 1, 1, 0, affine=True)  # the Omniglot filling
+    assert zeros.sample(8).support_x[..., [0, 0, -1, -1], [0, -1, 0, -1]].min() < 0.5

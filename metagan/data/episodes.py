@@ -37,9 +37,11 @@ class Episode:
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                  scale: float = 0.1, shift: float = 2.0) -> torch.Tensor:
+                  scale: float = 0.1, shift: float = 2.0, padding: str = "zeros") -> torch.Tensor:
     """Jitter images [n, C, H, W]: rotation within +-degrees, scale within 1 +- scale, shift
-    within +-shift pixels; parameters drawn on the CPU from `generator`."""
+    within +-shift pixels; parameters drawn on the CPU from `generator`. `padding`: what fills
+    the uncovered corners, grid_sample's "zeros" (Omniglot's background) or "border" (the
+    edge pixels: a light or coloured background stays itself)."""
     n, _, h, w = x.shape
     u = torch.rand(4, n, generator=generator) * 2 - 1  # uniform in [-1, 1]
     angle = u[0] * degrees * math.pi / 180
@@ -48,7 +50,7 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     theta = torch.stack([torch.stack([cos, -sin, u[2] * 2 * shift / w], 1),
                          torch.stack([sin, cos, u[3] * 2 * shift / h], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    return F.grid_sample(x, grid, align_corners=False, padding_mode=padding)
 
 
 class TaskSampler:
@@ -59,7 +61,9 @@ class TaskSampler:
     """
 
     def __init__(self, images: ImageSet, ways: int, shots: int, queries: int, seed: int,
-                 device: torch.device | str = "cpu", affine: bool = False) -> None:
+                 device: torch.device | str = "cpu", affine: bool = False,
+                 padding: str = "zeros") -> None:
+        """`affine`: jitter every image (random_affine, filling with `padding`)."""
         counts = images.class_counts()
         if ways > images.num_classes:
             raise ValueError(f"{ways}-way tasks need {ways} classes, the split has "
@@ -75,7 +79,7 @@ class TaskSampler:
         self.ways, self.shots, self.queries = ways, shots, queries
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
-        self.affine = affine
+        self.affine, self.padding = affine, padding
 
     def sample(self, num_tasks: int) -> Episode:
         """One meta-batch of `num_tasks` tasks, no class repeated within a task."""
@@ -88,7 +92,7 @@ class TaskSampler:
         index = (self.start[classes].unsqueeze(-1) + picks).to(self.device)
         x = self.images[index].float().div_(255.0)  # [B, N, K+Q, C, H, W]
         if self.affine:
-            x = random_affine(x.flatten(0, 2), g).view(x.shape)
+            x = random_affine(x.flatten(0, 2), g, padding=self.padding).view(x.shape)
         labels = torch.arange(n, device=self.device).view(1, n, 1)
         y = labels.expand(num_tasks, n, per)
         k = self.shots

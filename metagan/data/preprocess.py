@@ -27,6 +27,13 @@ def inverts(source: str) -> bool:
     return source in INVERTED_SOURCES
 
 
+def jitter_padding(source: str) -> str:
+    """What affine jitter fills uncovered corners with for data of `source`: zeros for Omniglot
+    (its background after inversion), the edge pixels for a user's folder (whose background may
+    be white or coloured)."""
+    return "zeros" if inverts(source) else "border"
+
+
 def to_array(image: Image.Image, size: int, invert: bool, channels: int = 1) -> np.ndarray:
     """A PIL image as uint8 [size, size] (channels 1) or [size, size, 3] (channels 3):
     converted to L or RGB, inverted when `invert`, shrunk or grown with PIL's antialiased

@@ -32,6 +32,7 @@ from ..config import Config, ConfigError, build_config, to_dict
 from ..data import ImageSet, Splits
 from ..data.episodes import TaskSampler
 from ..data.images import channels_first, default_cache_dir
+from ..data.preprocess import jitter_padding
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
@@ -76,7 +77,7 @@ def train_embedding(ecfg: Config, splits: Splits, learner: MetaLearner,
                           f"of {t.shots + t.queries} drawings per class, more than meta-train "
                           "has (set gan.feature_model to use another feature extractor)")
     sampler = TaskSampler(train, t.ways, t.shots, t.queries, ecfg.train.seed, device,
-                          ecfg.data.affine_augment)
+                          ecfg.data.affine_augment, jitter_padding(ecfg.data.source))
     phases = learner.phases()
     optimizers = [make_optimizer(p, ecfg.optim) for p in phases]
     learner.train()
@@ -103,6 +104,8 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
     recipe = to_dict(ecfg)
     if ecfg.data.channels == 1:  # keys from before data.channels existed stay valid
         del recipe["data"]["channels"]
+    if ecfg.data.affine_augment and jitter_padding(ecfg.data.source) != "zeros":
+        recipe["data"]["jitter_padding"] = jitter_padding(ecfg.data.source)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
     path = (cache_dir or default_cache_dir()) / "embeddings" / f"protonet-{key}.pt"
     learner = embedding_learner(ecfg, device)

@@ -29,6 +29,7 @@ from ..config import Config, OptimConfig, to_dict
 from ..data import ImageSet, load_splits
 from ..data.episodes import Episode, TaskSampler
 from ..data.images import default_cache_dir
+from ..data.preprocess import jitter_padding
 from ..locks import locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
 from .losses import LOSSES, gradient_penalty
@@ -112,6 +113,8 @@ def pretrain_key(cfg: Config) -> str:
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "cache_dir"}  # where, not what
     if cfg.data.channels == 1:  # keys from before data.channels existed stay valid
         del data["channels"]
+    if cfg.data.affine_augment and jitter_padding(cfg.data.source) != "zeros":
+        data["jitter_padding"] = jitter_padding(cfg.data.source)  # (Omniglot keys unchanged)
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -143,7 +146,7 @@ def train_gan(cfg: Config, train: ImageSet, device: torch.device) -> tuple[PairG
     gan = initial_gan(cfg, device)
     seed = cfg.train.seed + PRETRAIN_SEED_OFFSET
     pairs = TaskSampler(train, min(PAIRS, train.num_classes), 1, 1, seed, device,
-                        cfg.data.affine_augment)
+                        cfg.data.affine_augment, jitter_padding(cfg.data.source))
     noise = torch.Generator().manual_seed(seed + 1)  # a stream apart from the pairs'
     betas = (g.beta1, g.beta2)
     d = Phase("D", list(gan.discriminator.parameters()),
