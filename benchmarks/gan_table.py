@@ -362,9 +362,16 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
         lines.append(f"| {m} | {s0['classification'][m]['updates']} | {res['train_s']:.0f} | "
                      f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} |")
     if pre:
-        lines += ["", f"DAGAN's GAN pre-training: {args.pretrain_steps} G and D updates per seed "
-                  f"(configs/dagan.yaml), {np.mean(pre):.0f} s per seed, not in the train s above; "
-                  "one pre-trained G serves both +DAGAN rows of a seed."]
+        # The pre-training key holds the data settings: rows whose base configs differ there
+        # (ProtoNet's affine jitter) pre-train a G each.
+        own = max(sum(r.get("gan_pretrain_s", 0.0) > 0 for r in seeds[s]["classification"].values())
+                  for s in seeds)
+        lines += ["", f"DAGAN's GAN pre-training: {args.pretrain_steps} G and D updates "
+                  f"(configs/dagan.yaml), {np.mean(pre):.0f} s per seed at most, not in the train "
+                  "s above; " + ("one pre-trained G serves both +DAGAN rows of a seed." if own <= 1
+                                 else "each +DAGAN row pre-trained its own G (their base configs' "
+                                 "data settings differ, and the data settings are part of the "
+                                 "pre-training key).")]
     if summary["paired"]:
         lines += ["", "Paired differences (percentage points; same seed, same episodes): a paired "
                   "t-test over all seed x episode pairs, and a t interval over the per-seed means.",
@@ -483,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.merge:
         raw = merge_raw(args.merge)
-        for key in ("methods", "generation", "updates", "episodes", "queries", "characters"):
+        for key in ("methods", "generation", "updates", "episodes", "queries", "characters",
+                    "seeds", "pretrain_steps", "gen_updates"):
             setattr(args, key, raw["settings"][key])
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
