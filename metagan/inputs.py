@@ -83,8 +83,8 @@ def as_batch(images: Images, data: DataConfig, what: str = "images") -> torch.Te
         else:
             raise ConfigError(f"{where}: expected a tensor, a PIL image or a file path, got "
                               f"{type(item).__name__}")
-        pixels = channels_first(np.array(array)[None], data.channels)  # [1, C, S, S]
-        parts.append(torch.from_numpy(np.ascontiguousarray(pixels)).float().div(255.0))
+        pixels = channels_first(np.array(array)[None], data.channels)  # [1, C, S, S], a copy
+        parts.append(torch.from_numpy(pixels).float().div(255.0))
     if not parts:
         raise ConfigError(f"{what}: no images given")
     return torch.cat(parts)

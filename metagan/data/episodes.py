@@ -73,7 +73,7 @@ class TaskSampler:
                              f"per class, a class has only {counts.min()}")
         order = np.argsort(images.labels, kind="stable")
         self.images = torch.from_numpy(  # [N, C, H, W]
-            np.ascontiguousarray(channels_first(images.images[order], images.channels))).to(device)
+            channels_first(images.images[order], images.channels)).to(device)
         self.start = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
         self.count = torch.from_numpy(counts)
         self.ways, self.shots, self.queries = ways, shots, queries

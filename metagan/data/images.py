@@ -54,11 +54,11 @@ class ImageSet:
 
 
 def channels_first(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """ImageSet pixels [..., H, W] (channels 1) or [..., H, W, C] as [..., C, H, W], the
-    models' layout."""
+    """ImageSet pixels [..., H, W] (channels 1) or [..., H, W, C] as a contiguous
+    [..., C, H, W], the models' layout."""
     if channels == 1:
-        return pixels[..., None, :, :]
-    return np.moveaxis(pixels, -1, -3)
+        return np.ascontiguousarray(pixels[..., None, :, :])
+    return np.ascontiguousarray(np.moveaxis(pixels, -1, -3))
 
 
 def with_rotations(images: ImageSet) -> ImageSet:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ..config import DataConfig, to_dict
 from .images import DataError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg"}
@@ -32,6 +34,18 @@ def jitter_padding(source: str) -> str:
     (its background after inversion), the edge pixels for a user's folder (whose background may
     be white or coloured)."""
     return "zeros" if inverts(source) else "border"
+
+
+def data_key(data: DataConfig) -> dict[str, Any]:
+    """The data settings as the cached artefacts built from them (a pre-trained GAN, the
+    metric embedding) hash them: every field, less `channels` when 1 and plus the jitter's
+    padding when not zeros, so keys made before either existed stay valid."""
+    key = to_dict(data)
+    if data.channels == 1:
+        del key["channels"]
+    if data.affine_augment and jitter_padding(data.source) != "zeros":
+        key["jitter_padding"] = jitter_padding(data.source)
+    return key
 
 
 def to_array(image: Image.Image, size: int, invert: bool, channels: int = 1) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..config import Config, ConfigError, build_config, to_dict
 from ..data import ImageSet, Splits
 from ..data.episodes import TaskSampler
 from ..data.images import channels_first, default_cache_dir
-from ..data.preprocess import jitter_padding
+from ..data.preprocess import data_key, jitter_padding
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
@@ -101,11 +101,7 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
         return script
 
     ecfg = embedding_config(cfg)
-    recipe = to_dict(ecfg)
-    if ecfg.data.channels == 1:  # keys from before data.channels existed stay valid
-        del recipe["data"]["channels"]
-    if ecfg.data.affine_augment and jitter_padding(ecfg.data.source) != "zeros":
-        recipe["data"]["jitter_padding"] = jitter_padding(ecfg.data.source)
+    recipe = {**to_dict(ecfg), "data": data_key(ecfg.data)}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
     path = (cache_dir or default_cache_dir()) / "embeddings" / f"protonet-{key}.pt"
     learner = embedding_learner(ecfg, device)
@@ -124,8 +120,8 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
     train = splits.train
     pick = np.random.default_rng(0).choice(len(train.images), size=min(1000, len(train.images)),
                                           replace=False)
-    reference = torch.from_numpy(np.ascontiguousarray(channels_first(
-        train.images[np.sort(pick)], train.channels))).float().div(255)
+    reference = torch.from_numpy(channels_first(train.images[np.sort(pick)],
+                                                train.channels)).float().div(255)
     freeze_batch_norm(model, reference.to(device))
     model.eval()
     return model
@@ -143,8 +139,7 @@ def character_sets(images: ImageSet, characters: int, shots: int, rng: np.random
     counts = images.class_counts()[chosen]
     m = int(counts.min())
     sets = np.stack([images.images[np.flatnonzero(images.labels == c)[:m]] for c in chosen])
-    x = torch.from_numpy(np.ascontiguousarray(channels_first(sets, images.channels))
-                         ).float().div(255)  # [T, m, C, H, W]
+    x = torch.from_numpy(channels_first(sets, images.channels)).float().div(255)  # [T, m, C, H, W]
     return x[:, :shots], x[:, shots:]
 
 

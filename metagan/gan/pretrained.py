@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import Config, OptimConfig, to_dict
+from ..config import Config, OptimConfig
 from ..data import ImageSet, load_splits
 from ..data.episodes import Episode, TaskSampler
 from ..data.images import default_cache_dir
-from ..data.preprocess import jitter_padding
+from ..data.preprocess import data_key, jitter_padding
 from ..locks import locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
 from .losses import LOSSES, gradient_penalty
@@ -110,11 +110,7 @@ def pretrain_key(cfg: Config) -> str:
     gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
-    data = {k: v for k, v in to_dict(cfg.data).items() if k != "cache_dir"}  # where, not what
-    if cfg.data.channels == 1:  # keys from before data.channels existed stay valid
-        del data["channels"]
-    if cfg.data.affine_augment and jitter_padding(cfg.data.source) != "zeros":
-        data["jitter_padding"] = jitter_padding(cfg.data.source)  # (Omniglot keys unchanged)
+    data = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}  # where, not what
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
