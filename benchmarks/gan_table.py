@@ -43,6 +43,7 @@ import copy
 import json
 import math
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
+import yaml
 
 from metagan.config import Config, build_config, read_yaml, to_dict
 from metagan.data import Splits, load_splits
@@ -83,12 +85,55 @@ METHODS: dict[str, tuple[str, str | None]] = {  # name: (base config, GAN method
     "MetaGAN": ("fomaml", "metagan"),
 }
 PAIRS = (("ProtoNet+DAGAN", "ProtoNet"), ("FOMAML+DAGAN", "FOMAML"), ("MetaGAN", "FOMAML"))
+PLAIN = {"protonet": "ProtoNet", "fomaml": "FOMAML"}  # base config -> its plain-learner row
+
+
+def parse_extra(text: str) -> tuple[str, str, dict[str, Any]]:
+    """An ablation row 'LABEL=METHOD:key=value,key=value' -> (label, method, overrides): METHOD's
+    config with dotted keys overridden, paired against METHOD's plain learner."""
+    label, sep, rest = text.partition("=")
+    method, sep2, sets = rest.partition(":")
+    if not sep or not sep2 or method not in METHODS or label in METHODS:
+        raise argparse.ArgumentTypeError(
+            f"--extra {text!r}: expected LABEL=METHOD:key=value[,key=value], METHOD one of "
+            f"{', '.join(METHODS)} and LABEL not one of them")
+    overrides = {}
+    for item in sets.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise argparse.ArgumentTypeError(f"--extra {text!r}: {item!r} is not key.sub=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return label.strip(), method, overrides
+
+
+def row_spec(name: str, args: argparse.Namespace) -> tuple[str, str | None, dict[str, Any]]:
+    """(base config, GAN method or None, key overrides) of a row, fixed or --extra."""
+    for label, method, overrides in args.extra:
+        if label == name:
+            return (*METHODS[method], overrides)
+    return (*METHODS[name], {})
+
+
+def rows_of(args: argparse.Namespace) -> list[str]:
+    """Every row of a run: the fixed methods, then the --extra ablations."""
+    return list(args.methods) + [label for label, _, _ in args.extra]
+
+
+def pairs_of(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(row, its plain learner) for every GAN row present."""
+    rows = rows_of(args)
+    fixed = [(a, b) for a, b in PAIRS if a in rows and b in rows]
+    extra = [(label, PLAIN[METHODS[m][0]]) for label, m, _ in args.extra
+             if PLAIN[METHODS[m][0]] in rows]
+    return fixed + extra
 
 
 # -- configs and training ---------------------------------------------------------------------------
-def variant(base: str, method: str | None, seed: int, pretrain: int) -> Config:
+def variant(base: str, method: str | None, seed: int, pretrain: int,
+            overrides: dict[str, Any] | None = None) -> Config:
     """A base config for training seed `seed`, optionally turned into a GAN method with that
-    method's gan settings (DAGAN's pre-training length set to `pretrain`)."""
+    method's gan settings (DAGAN's pre-training length set to `pretrain`), then `overrides`
+    (dotted keys) applied."""
     data = copy.deepcopy(read_yaml(CONFIGS / f"{base}.yaml"))
     if method is not None:
         data["method"] = method
@@ -97,6 +142,9 @@ def variant(base: str, method: str | None, seed: int, pretrain: int) -> Config:
         data["gan"]["pretrain_steps"] = pretrain
     data["train"]["seed"] = seed
     data["schedule"]["eval_every"] = 0
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = value
     return build_config(data)
 
 
@@ -158,9 +206,9 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
     out: dict[str, Any] = {}
     loops: dict[str, EpisodeLoop] = {}
     episodes: list[Episode] | None = None
-    for name in args.methods:
-        base, method = METHODS[name]
-        cfg = variant(base, method, seed, args.pretrain_steps)
+    for name in rows_of(args):
+        base, method, overrides = row_spec(name, args)
+        cfg = variant(base, method, seed, args.pretrain_steps, overrides)
         splits = splits_for(cfg, cache)
         episodes = episodes or shared_episodes(splits, seed, args.episodes, args.queries)
         loop = EpisodeLoop(cfg, splits=splits)
@@ -309,16 +357,25 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def summarise(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Per-method mean and sd over seeds, paired differences, generation means and sds."""
     seeds = raw["seeds"]
-    acc = {m: {int(s): seeds[s]["classification"][m]["episode_accuracies"] for s in seeds}
-           for m in args.methods}
+    # A row may have been run on some seeds only (an ablation on one seed, merged in).
+    acc = {m: {int(s): seeds[s]["classification"][m]["episode_accuracies"] for s in seeds
+               if m in seeds[s]["classification"]} for m in rows_of(args)}
     out: dict[str, Any] = {"accuracy": {}, "paired": {}, "generation": {}}
-    for m in args.methods:
-        mean, sd = mean_sd([seeds[s]["classification"][m]["accuracy"] for s in seeds])
-        out["accuracy"][m] = {"mean": mean, "sd": sd, "train_s": mean_sd(
-            [seeds[s]["classification"][m]["train_s"] for s in seeds])[0]}
-    for a, b in PAIRS:
-        if a in acc and b in acc:
-            out["paired"][f"{a} - {b}"] = paired(acc[a], acc[b])
+    for m in rows_of(args):
+        own = [s for s in seeds if m in seeds[s]["classification"]]
+        mean, sd = mean_sd([seeds[s]["classification"][m]["accuracy"] for s in own])
+        out["accuracy"][m] = {"mean": mean, "sd": sd, "seeds": [int(s) for s in own],
+                              "train_s": mean_sd(
+                                  [seeds[s]["classification"][m]["train_s"] for s in own])[0]}
+    for a, b in pairs_of(args):
+        common = sorted(set(acc[a]) & set(acc[b]))
+        if common:
+            out["paired"][f"{a} - {b}"] = {
+                "row": a, "baseline": b, "seeds": common,
+                # Both accuracies over the seeds the pair shares.
+                "accuracy": mean_sd([float(np.mean(acc[a][s])) for s in common]),
+                "baseline_accuracy": mean_sd([float(np.mean(acc[b][s])) for s in common]),
+                **paired({s: acc[a][s] for s in common}, {s: acc[b][s] for s in common})}
     if args.generation:
         for row in seeds[next(iter(seeds))]["generation"]["rows"]:
             out["generation"][row] = {k: mean_sd([seeds[s]["generation"]["rows"][row][k]
@@ -339,12 +396,12 @@ def half(x: float | None) -> str:
 
 def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report of a run."""
-    seeds, s0 = raw["seeds"], raw["seeds"][next(iter(raw["seeds"]))]
+    seeds = raw["seeds"]
     pre = [max(r.get("gan_pretrain_s", 0.0) for r in seeds[s]["classification"].values())
-           for s in seeds if any(METHODS[m][1] == "dagan" for m in seeds[s]["classification"])]
+           for s in seeds if any(row_spec(m, args)[1] == "dagan" for m in seeds[s]["classification"])]
     lines = [
         "# GAN x meta-learning at equal meta-learner updates", "",
-        " + ".join(f"`python benchmarks/gan_table.py {' '.join(a)}`"
+        " + ".join(f"`python benchmarks/gan_table.py {shlex.join(a)}`"
                    for a in raw["settings"].get("merged_from", [raw["settings"]["argv"]]))
         + (" (merged with --merge)" if "merged_from" in raw["settings"] else "") + " on "
         f"{raw['settings']['threads']} CPU threads ({raw['settings']['cpu']}), torch "
@@ -352,14 +409,18 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
         "",
         f"5-way 1-shot, {args.queries} queries per class, {args.episodes} meta-test episodes per "
         f"seed, the same episodes for every method of a seed; {args.updates} meta-learner updates "
-        f"per row; training seeds {', '.join(map(str, args.seeds))}; batch norm from the support "
-        "set (non-transductive). Accuracy: mean ± sd over seeds of the per-seed mean.", "",
-        "| method | learner updates | train s / seed | test accuracy (%) | per seed (%) |",
-        "|---|---|---|---|---|",
+        f"per row; training seeds {', '.join(map(str, args.seeds))} (a row's own seeds in its "
+        "column); batch norm from the support set (non-transductive) unless a row's overrides "
+        "say otherwise. Accuracy: mean ± sd over seeds of the per-seed mean.", "",
+        "| method | overrides | seeds | learner updates | train s / seed | test accuracy (%) | "
+        "per seed (%) |", "|---|---|---|---|---|---|---|",
     ]
     for m, res in summary["accuracy"].items():
-        per = ", ".join(pct(seeds[s]["classification"][m]["accuracy"]) for s in seeds)
-        lines.append(f"| {m} | {s0['classification'][m]['updates']} | {res['train_s']:.0f} | "
+        own = [str(s) for s in res["seeds"]]
+        per = ", ".join(pct(seeds[s]["classification"][m]["accuracy"]) for s in own)
+        changed = ", ".join(f"{k}={v}" for k, v in row_spec(m, args)[2].items()) or "-"
+        lines.append(f"| {m} | {changed} | {', '.join(own)} | "
+                     f"{seeds[own[0]]['classification'][m]['updates']} | {res['train_s']:.0f} | "
                      f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} |")
     if pre:
         # The pre-training key holds the data settings: rows whose base configs differ there
@@ -423,7 +484,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
     p.add_argument("--episodes", type=int, default=600, help="meta-test episodes per seed")
     p.add_argument("--queries", type=int, default=5, help="query drawings per class")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--extra", nargs="+", type=parse_extra, default=[], metavar="LABEL=METHOD:K=V",
+                   help="ablation rows: METHOD's config with dotted keys overridden, paired "
+                   "against METHOD's plain learner, e.g. 'DAGAN x1=ProtoNet+DAGAN:gan.augment=1'")
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="DAGAN pre-training updates (default: configs/dagan.yaml's)")
     p.add_argument("--gen-updates", type=int, default=None,
@@ -433,6 +497,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="directory for the JSON (default: "
                    "docs/results/gan_table; with --quick a temporary directory)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
+    p.add_argument("--json", default=None, help="also write the GAN-vs-plain rows to this file "
+                   "(the committed docs/results/gan_table.json)")
+    p.add_argument("--benchmarks", default=None, help="replace the generated section of this "
+                   f"Markdown file (between {BEGIN} and {END}) with the table")
     p.add_argument("--grid", action="store_true", help="save a sample grid into --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
@@ -453,16 +521,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Settings that may differ between raw files merged into one table (each process its seeds).
-PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge"}
+# Settings that may differ between raw files merged into one table (each process its seeds
+# or its rows).
+PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge", "methods", "extra", "json",
+               "benchmarks", "generation"}
 
 
 def merge_raw(paths: list[str]) -> dict[str, Any]:
-    """One raw result from several runs of the same settings over disjoint seeds (e.g. one
-    process per core); refuses files whose other settings differ or whose seeds overlap."""
+    """One raw result from several runs of the same settings (e.g. one process per core, each
+    its seeds or its rows); refuses files whose other settings differ, a (seed, row) found in
+    two files, and generation results of a seed in two files."""
     merged: dict[str, Any] | None = None
     for path in paths:
         raw = json.loads(Path(path).read_text())
+        raw["settings"].setdefault("extra", [])
         if merged is None:
             merged = raw
             merged["settings"]["merged_from"] = [raw["settings"]["argv"]]
@@ -473,11 +545,20 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
         if mine != theirs:
             differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             sys.exit(f"error: {path}: settings differ from {paths[0]} ({', '.join(differ)})")
-        overlap = set(merged["seeds"]) & set(raw["seeds"])
-        if overlap:
-            sys.exit(f"error: {path}: seeds {sorted(overlap)} are already in another file")
-        merged["seeds"].update(raw["seeds"])
-        merged["settings"]["merged_from"].append(raw["settings"]["argv"])
+        for seed, res in raw["seeds"].items():
+            have = merged["seeds"].setdefault(seed, {"classification": {}})
+            twice = sorted(set(have["classification"]) & set(res["classification"]))
+            if twice or ("generation" in have and "generation" in res):
+                what = f"rows {twice}" if twice else "generation"
+                sys.exit(f"error: {path}: seed {seed} {what} already in another file")
+            have["classification"].update(res["classification"])
+            if "generation" in res:
+                have["generation"] = res["generation"]
+        settings = merged["settings"]
+        settings["methods"] += [m for m in raw["settings"]["methods"] if m not in settings["methods"]]
+        settings["extra"] += [e for e in raw["settings"]["extra"] if e not in settings["extra"]]
+        settings["generation"] = settings["generation"] and raw["settings"]["generation"]
+        settings["merged_from"].append(raw["settings"]["argv"])
     assert merged is not None
     merged["settings"]["seeds"] = sorted(int(s) for s in merged["seeds"])
     return merged
@@ -490,9 +571,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.merge:
         raw = merge_raw(args.merge)
-        for key in ("methods", "generation", "updates", "episodes", "queries", "characters",
-                    "seeds", "pretrain_steps", "gen_updates"):
+        for key in ("methods", "extra", "generation", "updates", "episodes", "queries",
+                    "characters", "seeds", "pretrain_steps", "gen_updates"):
             setattr(args, key, raw["settings"][key])
+        args.extra = [tuple(e) for e in args.extra]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "raw.json").write_text(json.dumps(raw, indent=1))
@@ -514,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
         res: dict[str, Any] = {}
         res["classification"], loops = run_classification(args, seed, cache)
         if args.generation:  # the GAN-using rows' generators join the generation table
-            dagan = next((loops[m] for m in loops if METHODS[m][1] == "dagan"), None)
+            dagan = next((loops[m] for m in args.methods if METHODS[m][1] == "dagan"), None)
             others = {"DAGAN": dagan} if dagan is not None else {}
             if "MetaGAN" in loops:
                 others["MetaGAN"] = loops["MetaGAN"]
@@ -533,6 +615,43 @@ def write_report(raw: dict[str, Any], args: argparse.Namespace, out: Path) -> No
     print(f"raw results: {out / 'raw.json'}, summary: {out / 'summary.json'}")
     if args.markdown:
         Path(args.markdown).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(gan_rows(summary), indent=1) + "\n")
+    if args.benchmarks:
+        replace_section(Path(args.benchmarks), text)
+
+
+def gan_rows(summary: dict[str, Any]) -> dict[str, Any]:
+    """Every GAN (or ablation) row against its plain learner, in percentage points: the paired
+    difference's 95% interval is the paired t interval over (seed, episode) pairs."""
+    rows = []
+    for pair in summary["paired"].values():
+        (row, row_sd), (base, base_sd) = pair["accuracy"], pair["baseline_accuracy"]
+        rows.append({
+            "method": pair["row"], "baseline": pair["baseline"], "seeds": pair["seeds"],
+            "accuracy": 100 * row, "accuracy_sd": 100 * row_sd,
+            "baseline_accuracy": 100 * base, "baseline_accuracy_sd": 100 * base_sd,
+            "paired_diff": 100 * pair["mean_difference"],
+            "paired_diff_ci95": None if pair["ci95_episodes"] is None
+            else 100 * pair["ci95_episodes"],
+            "paired_diff_ci95_seeds": None if pair["ci95_seeds"] is None
+            else 100 * pair["ci95_seeds"],
+            "p_paired_t": pair["p_paired_t"], "pairs": pair["pairs"],
+            "seeds_better": pair["seeds_better"]})
+    return {"units": "percent (accuracy) and percentage points (differences)", "rows": rows}
+
+
+BEGIN, END = "<!-- gan_table.py begin -->", "<!-- gan_table.py end -->"
+
+
+def replace_section(path: Path, text: str) -> None:
+    """Put `text` (its title dropped) between the BEGIN and END markers of a Markdown file."""
+    doc = path.read_text()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        sys.exit(f"error: {path}: needs one {BEGIN} line before one {END} line")
+    body = text.split("\n", 2)[2] if text.startswith("# ") else text
+    head, rest = doc.split(BEGIN)
+    path.write_text(f"{head}{BEGIN}\n{body.strip()}\n{END}{rest.split(END, 1)[1]}")
 
 
 if __name__ == "__main__":

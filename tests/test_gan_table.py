@@ -1,0 +1,73 @@
+"""benchmarks/gan_table.py's ablation rows, merge and committed outputs, on --quick sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gan_table() -> Iterator[ModuleType]:
+    """The benchmark script as a module (its --threads 1 undone afterwards)."""
+    threads = torch.get_num_threads()
+    spec = importlib.util.spec_from_file_location("gan_table", ROOT / "benchmarks" / "gan_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gan_table"] = module
+    spec.loader.exec_module(module)
+    yield module
+    torch.set_num_threads(threads)
+
+
+QUICK = ["--quick", "--threads", "1", "--no-generation", "--seeds", "0"]
+
+
+def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
+        gan_table: ModuleType, tmp_path: Path) -> None:
+    """A plain row in one process and an --extra row (DAGAN with no fakes, which is the plain
+    learner bit for bit) in another merge into gan_table.json's schema, paired on the same
+    episodes (difference exactly 0), and into the marked section of a Markdown file."""
+    gan_table.main([*QUICK, "--methods", "ProtoNet", "--out", str(tmp_path / "a")])
+    gan_table.main([*QUICK, "--methods", "--extra", "no fakes=ProtoNet+DAGAN:gan.augment=0",
+                    "--out", str(tmp_path / "b")])
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text(f"intro\n{gan_table.BEGIN}\nold table\n{gan_table.END}\nafter\n")
+    gan_table.main(["--merge", str(tmp_path / "a" / "raw.json"), str(tmp_path / "b" / "raw.json"),
+                    "--out", str(tmp_path / "m"), "--json", str(tmp_path / "gan_table.json"),
+                    "--benchmarks", str(bench)])
+    rows = json.loads((tmp_path / "gan_table.json").read_text())["rows"]
+    assert [(r["method"], r["baseline"], r["seeds"]) for r in rows] == [("no fakes", "ProtoNet", [0])]
+    row = rows[0]
+    assert {"accuracy", "baseline_accuracy", "paired_diff", "paired_diff_ci95"} <= set(row)
+    assert row["paired_diff"] == 0.0 and row["accuracy"] == row["baseline_accuracy"]
+    doc = bench.read_text()
+    assert doc.startswith("intro\n") and doc.endswith("after\n") and "old table" not in doc
+    assert "| no fakes | gan.augment=0 | 0 |" in doc
+
+
+def test_merge_refuses_a_row_of_a_seed_given_twice(gan_table: ModuleType, tmp_path: Path) -> None:
+    """Two files that both hold seed 0's ProtoNet row are refused, naming the row."""
+    gan_table.main([*QUICK, "--methods", "ProtoNet", "--out", str(tmp_path / "a")])
+    raw = str(tmp_path / "a" / "raw.json")
+    with pytest.raises(SystemExit, match=r"seed 0 rows \['ProtoNet'\] already in another file"):
+        gan_table.main(["--merge", raw, raw, "--out", str(tmp_path / "m")])
+
+
+@pytest.mark.parametrize("extra", ["no-equals", "x=NoSuchMethod:gan.augment=1",
+                                   "x=ProtoNet+DAGAN:augment=1", "ProtoNet=ProtoNet:gan.augment=1"])
+def test_a_malformed_ablation_row_is_refused_before_training(
+        gan_table: ModuleType, extra: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--extra needs LABEL=METHOD:section.key=value with a known METHOD and a new LABEL."""
+    with pytest.raises(SystemExit) as exit_info:
+        gan_table.parse_args(["--extra", extra])
+    assert exit_info.value.code == 2
+    assert "--extra" in capsys.readouterr().err
