@@ -72,10 +72,11 @@ from metagan.gan.grid import save_grid
 from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
 from metagan.meta import Method
 from metagan.methods import GENERATION_KEYS
+from metagan.run import load_loop
 from metagan.runtime import tune_allocator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STEPS = (0, 1, 5, 20)
+STEPS = (0, 1, 10, 50)  # adaptation steps of the generation rows
 EVAL_CHUNK = 50  # meta-test tasks drawn (and scored) per batch: fixed, so tasks never depend on it
 METHODS: dict[str, tuple[str, str | None]] = {  # name: (base config, GAN method or None)
     "ProtoNet": ("protonet", None),
@@ -291,12 +292,22 @@ def generators(fs: EpisodeLoop, fresh: EpisodeLoop, pooled: FewShotGan,
 def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits],
                    others: dict[str, EpisodeLoop]) -> dict[str, Any]:
     """Train the meta-learned and pooled GANs of a seed and score every generation row."""
-    cfg = variant("fewshot_gan", None, seed, 0)
-    if args.quick:
-        cfg = build_config({**to_dict(cfg), "gan": {**to_dict(cfg.gan), "embedding_iterations": 5}})
-    splits = splits_for(cfg, cache)
-    fs, fresh = EpisodeLoop(cfg, splits=splits), EpisodeLoop(cfg, splits=splits)
-    fs_s = train_updates(fs, args.gen_updates)
+    if args.gen_run:  # a meta-trained few-shot GAN run (metagan train), evaluated as it is
+        fs = load_loop(args.gen_run)
+        cfg, splits, fs_s = fs.cfg, fs.splits, None
+        if cfg.train.seed != seed:
+            sys.exit(f"error: --gen-run {args.gen_run} has train.seed {cfg.train.seed}, "
+                     f"not {seed}: give --seeds {cfg.train.seed}")
+        args.gen_updates = fs.iteration  # the pooled GAN gets as many updates
+        fresh = EpisodeLoop(cfg, splits=splits)
+    else:
+        cfg = variant("fewshot_gan", None, seed, 0)
+        if args.quick:
+            cfg = build_config({**to_dict(cfg),
+                                "gan": {**to_dict(cfg.gan), "embedding_iterations": 5}})
+        splits = splits_for(cfg, cache)
+        fs, fresh = EpisodeLoop(cfg, splits=splits), EpisodeLoop(cfg, splits=splits)
+        fs_s = round(train_updates(fs, args.gen_updates))
     pooled, pooled_s = train_pooled_gan(cfg, splits, args.gen_updates)
     embed = metric_embedding(cfg, splits, fs.device)
     common = {"split": "test", "characters": args.characters, "seed": seed, "embed": embed}
@@ -315,7 +326,7 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
         fake = fs.method.adapt_and_sample(support, 30, cfg.gan.eval_adapt_steps,
                                           torch.Generator().manual_seed(0))[0]
         save_grid(support[0], fake, Path(args.out) / "fewshot_gan_grid.png")
-    print(f"  seed {seed} generation: {len(rows)} rows, few-shot GAN {fs_s:.0f} s, "
+    print(f"  seed {seed} generation: {len(rows)} rows, few-shot GAN {fs_s} s, "
           f"pooled GAN {pooled_s:.0f} s", flush=True)
     return out
 
@@ -493,6 +504,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-updates", type=int, default=None,
                    help="few-shot / pooled GAN updates (default: configs/fewshot_gan.yaml's)")
     p.add_argument("--characters", type=int, default=20, help="unseen characters per seed")
+    p.add_argument("--gen-run", default=None, metavar="RUN_DIR",
+                   help="score this meta-trained few-shot GAN run (its seed only) instead of "
+                   "training one for --gen-updates")
     p.add_argument("--no-generation", dest="generation", action="store_false")
     p.add_argument("--out", default=None, help="directory for the JSON (default: "
                    "docs/results/gan_table; with --quick a temporary directory)")
@@ -597,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
         res["classification"], loops = run_classification(args, seed, cache)
         if args.generation:  # the GAN-using rows' generators join the generation table
             dagan = next((loops[m] for m in args.methods if METHODS[m][1] == "dagan"), None)
+            if dagan is None:  # its G is pre-trained apart from the learner: load it alone
+                dagan = EpisodeLoop(variant("fomaml", "dagan", seed, args.pretrain_steps))
+                dagan.method.ensure_pretrained()  # type: ignore[operator]
             others = {"DAGAN": dagan} if dagan is not None else {}
             if "MetaGAN" in loops:
                 others["MetaGAN"] = loops["MetaGAN"]
