@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
+import yaml
 from gan_table import CONFIGS, jitter, variant  # the table's DAGAN config and jitter
 from torch import nn
 
@@ -57,11 +58,13 @@ from metagan.runtime import tune_allocator
 VARIANTS = ("none", "affine jitter", "DAGAN")
 
 
-def dagan_for(seed: int, pretrain: int | None) -> tuple[EpisodeLoop, DaganAugmented]:
-    """The FOMAML+DAGAN row's method of a seed, its pre-trained GAN loaded (or trained once)."""
+def dagan_for(seed: int, pretrain: int | None, overrides: dict[str, Any]
+              ) -> tuple[EpisodeLoop, DaganAugmented]:
+    """The FOMAML+DAGAN row's method of a seed (with `overrides`), its pre-trained GAN loaded
+    (or trained once)."""
     steps = pretrain if pretrain is not None else \
         read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
-    loop = EpisodeLoop(variant("fomaml", "dagan", seed, steps))
+    loop = EpisodeLoop(variant("fomaml", "dagan", seed, steps, overrides))
     method = loop.method
     assert isinstance(method, DaganAugmented)
     method.ensure_pretrained()
@@ -143,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--characters", type=int, default=20, help="characters of the fidelity rows")
-    p.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="k of the classifier")
+    p.add_argument("--shots", type=int, nargs="*", default=[1, 5],
+                   help="k of the classifier (none: no classifier experiment)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override dotted keys of the DAGAN config (e.g. gan.g_lr=0.0003)")
     p.add_argument("--fakes", type=int, default=5, help="DAGAN samples per real drawing")
     p.add_argument("--steps", type=int, default=500, help="classifier optimiser steps")
     p.add_argument("--pretrain-steps", type=int, default=None,
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--grid", default=None, help="PNG of the first seed's samples")
     args = p.parse_args(argv)
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     tune_allocator()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     raw: dict[str, Any] = {"argv": argv, "torch": torch.__version__, "seeds": {}}
     for seed in args.seeds:
         start = time.perf_counter()
-        loop, method = dagan_for(seed, args.pretrain_steps)
+        loop, method = dagan_for(seed, args.pretrain_steps, overrides)
         res: dict[str, Any] = {"fidelity": fidelity_rows(loop, method, args.characters, seed),
                                "low_data": {}}
         for k in args.shots:
@@ -197,6 +204,8 @@ def report(raw: dict[str, Any], args: argparse.Namespace) -> str:
                      f"{100 * sd['fidelity']:.1f} ({100 * vals['chance_fidelity'].mean():.1f}) | "
                      + " | ".join(f"{vals[k].mean():.3g} ± {sd[k]:.2g}"
                                   for k in ("kid", "novelty", "precision", "recall")) + " |")
+    if not args.shots:
+        return "\n".join(lines) + "\n"
     lines += ["", f"### Low-data classifier over all meta-test characters ({args.steps} Adam "
               f"steps, {args.fakes} DAGAN samples per real drawing; non-transductive)", "",
               "| drawings per character | augmentation | test accuracy % (per seed) | "
