@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         start = time.perf_counter()
         loop, method = dagan_for(seed, args.pretrain_steps, overrides)
-        res: dict[str, Any] = {"fidelity": fidelity_rows(loop, method, args.characters, seed),
+        res: dict[str, Any] = {"pretraining": dict(method.pretraining),
+                               "fidelity": fidelity_rows(loop, method, args.characters, seed),
                                "low_data": {}}
         for k in args.shots:
             res["low_data"][str(k)] = low_data(loop.splits, method, k, args.fakes, args.steps,
