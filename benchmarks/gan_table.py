@@ -68,7 +68,7 @@ from metagan.gan.evaluation import (
     validate_embedding,
 )
 from metagan.gan.fewshot import FewShotGan
-from metagan.gan.grid import save_grid
+from metagan.gan.grid import save_character_grid
 from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
 from metagan.meta import Method
 from metagan.methods import GENERATION_KEYS
@@ -321,11 +321,11 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
         rows[label] = evaluate_generation(cfg, splits, sample, **common)
     rows["real held-out drawings"] = real_baseline(cfg, splits, **common)
     out["rows"] = rows
-    if args.grid and seed == args.seeds[0]:
-        support, _ = character_sets(splits.test, 1, cfg.gan.eval_shots, np.random.default_rng(1))
-        fake = fs.method.adapt_and_sample(support, 30, cfg.gan.eval_adapt_steps,
-                                          torch.Generator().manual_seed(0))[0]
-        save_grid(support[0], fake, Path(args.out) / "fewshot_gan_grid.png")
+    if args.grid and seed == args.seeds[0]:  # 6 unseen characters: k drawings | samples
+        support, _ = character_sets(splits.test, 6, cfg.gan.eval_shots, np.random.default_rng(1))
+        fake = fs.method.adapt_and_sample(support, 8, cfg.gan.eval_adapt_steps,
+                                          torch.Generator().manual_seed(0))
+        save_character_grid(support, fake, Path(args.out) / "fewshot_gan_grid.png")
     print(f"  seed {seed} generation: {len(rows)} rows, few-shot GAN {fs_s} s, "
           f"pooled GAN {pooled_s:.0f} s", flush=True)
     return out
@@ -514,7 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="also write the GAN-vs-plain rows to this file "
                    "(the committed docs/results/gan_table.json)")
     p.add_argument("--benchmarks", default=None, help="replace the generated section of this "
-                   f"Markdown file (between {BEGIN} and {END}) with the table")
+                   "Markdown file (between '<!-- SECTION begin -->' and '<!-- SECTION end -->') "
+                   "with the table")
+    p.add_argument("--section", default="gan_table.py", help="SECTION of --benchmarks")
     p.add_argument("--grid", action="store_true", help="save a sample grid into --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
@@ -635,7 +637,7 @@ def write_report(raw: dict[str, Any], args: argparse.Namespace, out: Path) -> No
     if args.json:
         Path(args.json).write_text(json.dumps(gan_rows(summary), indent=1) + "\n")
     if args.benchmarks:
-        replace_section(Path(args.benchmarks), text)
+        replace_section(Path(args.benchmarks), text, args.section)
 
 
 def gan_rows(summary: dict[str, Any]) -> dict[str, Any]:
@@ -658,11 +660,14 @@ def gan_rows(summary: dict[str, Any]) -> dict[str, Any]:
     return {"units": "percent (accuracy) and percentage points (differences)", "rows": rows}
 
 
-BEGIN, END = "<!-- gan_table.py begin -->", "<!-- gan_table.py end -->"
+def markers(section: str) -> tuple[str, str]:
+    """The lines that open and close a generated section of a Markdown file."""
+    return f"<!-- {section} begin -->", f"<!-- {section} end -->"
 
 
-def replace_section(path: Path, text: str) -> None:
-    """Put `text` (its title dropped) between the BEGIN and END markers of a Markdown file."""
+def replace_section(path: Path, text: str, section: str) -> None:
+    """Put `text` (its title dropped) between a section's markers in a Markdown file."""
+    BEGIN, END = markers(section)  # noqa: N806
     doc = path.read_text()
     if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
         sys.exit(f"error: {path}: needs one {BEGIN} line before one {END} line")

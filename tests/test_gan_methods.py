@@ -12,7 +12,7 @@ from PIL import Image
 from metagan.config import Config, ConfigError, build_config
 from metagan.gan.evaluation import character_sets, generation_metrics, metric_embedding
 from metagan.gan.fewshot import class_sets
-from metagan.gan.grid import save_grid
+from metagan.gan.grid import save_character_grid, save_grid
 from metagan.loop import EpisodeLoop
 
 from .conftest import run_cli, tiny_config, tiny_data, write_yaml
@@ -105,6 +105,16 @@ def test_save_grid(tmp_path: Path) -> None:
                      columns=5)
     img = Image.open(path)
     assert img.size[0] > 5 * 28 and img.size[1] > 3 * 28 * 2
+
+
+def test_save_character_grid_puts_each_character_on_its_own_row(tmp_path: Path) -> None:
+    """Three characters, 5 support drawings and 4 samples each: three rows of nine cells,
+    the support cells black where the drawings are all strokes (inverted), the samples white."""
+    support, samples = torch.ones(3, 5, 1, 28, 28), torch.zeros(3, 4, 1, 28, 28)
+    img = np.asarray(Image.open(save_character_grid(support, samples, tmp_path / "c.png",
+                                                    scale=1)))
+    assert img.shape == (3 * 30 + 2, 9 * 30 + 6 + 2)
+    assert img[2:30, 2:30].max() == 0 and img[2:30, -30:-2].min() == 255
 
 
 @pytest.mark.slow

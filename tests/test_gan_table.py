@@ -40,10 +40,11 @@ def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
     gan_table.main([*QUICK, "--methods", "--extra", "no fakes=ProtoNet+DAGAN:gan.augment=0",
                     "--out", str(tmp_path / "b")])
     bench = tmp_path / "BENCHMARKS.md"
-    bench.write_text(f"intro\n{gan_table.BEGIN}\nold table\n{gan_table.END}\nafter\n")
+    begin, end = gan_table.markers("ablations")
+    bench.write_text(f"intro\n{begin}\nold table\n{end}\nafter\n")
     gan_table.main(["--merge", str(tmp_path / "a" / "raw.json"), str(tmp_path / "b" / "raw.json"),
                     "--out", str(tmp_path / "m"), "--json", str(tmp_path / "gan_table.json"),
-                    "--benchmarks", str(bench)])
+                    "--benchmarks", str(bench), "--section", "ablations"])
     rows = json.loads((tmp_path / "gan_table.json").read_text())["rows"]
     assert [(r["method"], r["baseline"], r["seeds"]) for r in rows] == [("no fakes", "ProtoNet", [0])]
     row = rows[0]

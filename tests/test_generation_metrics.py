@@ -106,6 +106,18 @@ def test_a_support_copier_is_flagged_by_novelty(setup: Setup) -> None:
     assert copier["fidelity"] > base["fidelity"]
 
 
+def test_a_diverged_generator_scores_nan_on_every_metric_instead_of_raising(setup: Setup) -> None:
+    """One NaN sample (a generator that diverged while adapting) leaves every metric undefined;
+    the evaluation (and a benchmark table with many rows) goes on."""
+    def diverged(s: torch.Tensor, n: int) -> torch.Tensor:
+        out = torch.rand(s.shape[0], n, *s.shape[2:])
+        out[3, 1] = float("nan")
+        return out
+
+    m = score(setup, diverged)
+    assert set(m) == GENERATION_KEYS and all(math.isnan(v) for v in m.values())
+
+
 def test_noise_scores_worst_on_kid_fidelity_and_precision(setup: Setup) -> None:
     bad, base = score(setup, noise()), baseline(setup)
     assert bad["kid"] > 10 * base["kid"] and bad["kid"] > 0.5

@@ -36,7 +36,7 @@ from ..data.preprocess import data_key, jitter_padding
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
-from .metrics import character_metrics, kernel_inception_distance
+from .metrics import METRIC_KEYS, character_metrics, kernel_inception_distance
 
 Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, C, H, W], n) -> [T, n, ...]
 
@@ -186,8 +186,11 @@ def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torc
     if support is None:
         half = real.shape[1] // 2
         support, real = real[:, :half], real[:, half:]
-    return character_metrics(embed_sets(embed, support), embed_sets(embed, samples),
-                             embed_sets(embed, real))
+    features = embed_sets(embed, samples)
+    finite = torch.isfinite(features).flatten(2).all(2)  # [T, n]
+    if not finite.all():  # a diverged generator: every metric undefined (NaN), not an error
+        return dict.fromkeys(METRIC_KEYS, float("nan"))
+    return character_metrics(embed_sets(embed, support), features, embed_sets(embed, real))
 
 
 def evaluate_generation(cfg: Config, splits: Splits, sample: Sampler, split: str = "test",

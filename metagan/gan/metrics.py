@@ -136,6 +136,11 @@ def novelty(samples: torch.Tensor, real: torch.Tensor, support: torch.Tensor) ->
     return float(nearest(samples) / nearest(real))
 
 
+# What character_metrics returns.
+METRIC_KEYS = ("kid", "frechet_distance", "novelty", "precision", "recall", "diversity",
+               "pooled_frechet_distance", "fidelity", "chance_fidelity")
+
+
 def character_metrics(support: torch.Tensor, samples: torch.Tensor, real: torch.Tensor
                       ) -> dict[str, float]:
     """Every metric of the module docstring, from features of support [T, k, D], samples
