@@ -106,6 +106,9 @@ class GanConfig:
     critic_steps: int = 5  # D (critic) updates per G update, as in WGAN-GP
     schedule: Literal["frozen", "alternate"] = "frozen"  # after pre-training: G fixed or trained
     augment_at_test: bool = True
+    # dagan: G's last layer outputs a change to its source drawing (in logit space, zero at
+    # initialisation: G starts as the identity and learns to redraw), instead of a new image.
+    residual: bool = False
     # metagan: the classifier (N real classes + "fake") is the discriminator. It reads
     # gan.fake_weight too: the weight of the fake-image terms of its inner and outer losses.
     # The generator's objective: feature matching (the classifier's penultimate features of

@@ -82,6 +82,19 @@ def test_generator_keeps_the_shape_and_treats_each_image_alone(size: int) -> Non
     assert not torch.allclose(g(torch.rand(5, 1, size, size), z)[0], out[0])
 
 
+def test_a_residual_generator_starts_as_the_identity_and_learns_a_change() -> None:
+    """gan.residual: G's output is a change to the source (zero at initialisation), so an
+    untrained G redraws its source whatever the noise; one gradient step moves it off it."""
+    torch.manual_seed(0)
+    g = UResNetGenerator(z_dim=6, width=4, residual=True)
+    x = (torch.rand(5, 1, 28, 28) > 0.8).float()  # binary strokes, as Omniglot drawings
+    out = g(x, torch.randn(5, 6))
+    assert (out - x).abs().max() < 0.011  # sigmoid(logit(0.01)) = 0.01
+    torch.testing.assert_close(g(x, torch.randn(5, 6)), out)
+    g(x, torch.randn(5, 6)).mean().backward()
+    assert g.out.weight.grad is not None and g.out.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("size", [28, 13])
 def test_the_critic_scores_pairs_one_at_a_time(size: int) -> None:
     torch.manual_seed(0)
@@ -153,7 +166,8 @@ def test_the_pretrained_gan_is_stored_once_and_reused(tmp_path: Path, splits: Sp
                                   "data.cache_dir": str(tmp_path / "elsewhere")})
     assert pretrained.artefact_path(same, tmp_path) == path
     for key, value in [("gan.d_lr", 1e-3), ("gan.critic_steps", 3), ("train.seed", 1),
-                       ("data.image_size", 24), ("gan.pretrain_steps", 3)]:
+                       ("data.image_size", 24), ("gan.pretrain_steps", 3),
+                       ("gan.residual", True)]:
         other = tiny_config("protonet", **{**DAGAN, **WGAN, key: value})
         assert pretrained.artefact_path(other, tmp_path) != path, key
     other = tiny_config("protonet", **{**DAGAN, **WGAN, "train.seed": 1})

@@ -41,7 +41,7 @@ VERSION = "uresnet-1"
 PAIRS = 32  # (source, target) pairs per pre-training batch, as in the DAGAN code
 PRETRAIN_SEED_OFFSET = 104_729  # G/D initialisation, pair sampling and noise of pre-training
 PRETRAIN_KEYS = ("loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr",
-                 "beta1", "beta2", "pretrain_steps", "critic_steps")
+                 "beta1", "beta2", "pretrain_steps", "critic_steps", "residual")
 
 
 class PairGan(nn.Module):
@@ -53,7 +53,7 @@ class PairGan(nn.Module):
         self.cfg = cfg
         channels = cfg.data.channels
         self.generator = UResNetGenerator(g.z_dim, g.width, cfg.data.image_size,
-                                          image_channels=channels)
+                                          image_channels=channels, residual=g.residual)
         self.discriminator = PairCritic(g.width, image_channels=2 * channels,
                                         spectral=g.spectral_norm)
         # get_ema_multi_avg_fn is unannotated in torch; it returns the EMA update function.
@@ -110,6 +110,8 @@ def pretrain_key(cfg: Config) -> str:
     gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
+    if not g.residual:
+        del gan["residual"]  # keys stored before the option existed stay valid
     data = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}  # where, not what
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]

@@ -21,6 +21,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 SLOPE = 0.2  # leaky ReLU
 NOISE_CHANNELS = (8, 4)  # noise maps joined at the bottleneck and at the first decoder stage
+RESIDUAL_EPS = 0.01  # a residual G's source pixels in logit space: 0 and 1 map to -+4.6
 
 
 def layer_norm(channels: int) -> nn.GroupNorm:
@@ -88,7 +89,7 @@ class UResNetGenerator(nn.Module):
     """
 
     def __init__(self, z_dim: int, width: int, image_size: int = 28, depth: int = 3,
-                 image_channels: int = 1) -> None:
+                 image_channels: int = 1, residual: bool = False) -> None:
         super().__init__()
         self.z_dim, self.image_size = z_dim, image_size
         sides = halvings(image_size, depth)
@@ -108,6 +109,11 @@ class UResNetGenerator(nn.Module):
                   residual=i > 0)
             for i in reversed(range(depth)))
         self.out = conv3(width + image_channels, image_channels)
+        self.residual = residual
+        if residual:  # G starts as the identity: its output is a change to the source's logits
+            with torch.no_grad():
+                for p in self.out.parameters():
+                    p.zero_()
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """One new drawing per (x, z) row, in [0, 1]."""
@@ -121,7 +127,10 @@ class UResNetGenerator(nn.Module):
             h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
             parts = [h, skip] + ([self.noise[1](z)] if level == depth - 1 else [])
             h = up(torch.cat(parts, 1))
-        return torch.sigmoid(self.out(torch.cat([h, x], 1)))
+        out = self.out(torch.cat([h, x], 1))
+        if self.residual:
+            out = out + torch.logit(x.clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS))
+        return torch.sigmoid(out)
 
 
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
