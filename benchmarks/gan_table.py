@@ -540,7 +540,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Settings that may differ between raw files merged into one table (each process its seeds
 # or its rows).
 PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge", "methods", "extra", "json",
-               "benchmarks", "generation"}
+               "benchmarks", "section", "generation"}
 
 
 def merge_raw(paths: list[str]) -> dict[str, Any]:
@@ -558,8 +558,9 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
         mine = {k: v for k, v in merged["settings"].items()
                 if k not in PER_PROCESS and k != "merged_from"}
         theirs = {k: v for k, v in raw["settings"].items() if k not in PER_PROCESS}
-        if mine != theirs:
-            differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        # A setting a file predates (absent) is its default, None.
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
             sys.exit(f"error: {path}: settings differ from {paths[0]} ({', '.join(differ)})")
         for seed, res in raw["seeds"].items():
             have = merged["seeds"].setdefault(seed, {"classification": {}})
