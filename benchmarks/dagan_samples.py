@@ -36,11 +36,10 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
-import yaml
-from gan_table import CONFIGS, jitter, variant  # the table's DAGAN config and jitter
+from gan_table import dagan_pretrain_steps, jitter, pretrained_dagan  # the table's DAGAN and jitter
 from torch import nn
 
-from metagan.config import read_yaml
+from metagan.config import parse_override
 from metagan.data import Splits
 from metagan.data.episodes import random_affine
 from metagan.gan.dagan import DaganAugmented, sample_metrics
@@ -56,19 +55,6 @@ from metagan.models import Conv4, freeze_batch_norm
 from metagan.runtime import tune_allocator
 
 VARIANTS = ("none", "affine jitter", "DAGAN")
-
-
-def dagan_for(seed: int, pretrain: int | None, overrides: dict[str, Any]
-              ) -> tuple[EpisodeLoop, DaganAugmented]:
-    """The FOMAML+DAGAN row's method of a seed (with `overrides`), its pre-trained GAN loaded
-    (or trained once)."""
-    steps = pretrain if pretrain is not None else \
-        read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
-    loop = EpisodeLoop(variant("fomaml", "dagan", seed, steps, overrides))
-    method = loop.method
-    assert isinstance(method, DaganAugmented)
-    method.ensure_pretrained()
-    return loop, method
 
 
 def fidelity_rows(loop: EpisodeLoop, method: DaganAugmented, characters: int, seed: int
@@ -158,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--grid", default=None, help="PNG of the first seed's samples")
     args = p.parse_args(argv)
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = dict(parse_override(item) for item in args.set)
+    pretrain = args.pretrain_steps if args.pretrain_steps is not None else dagan_pretrain_steps()
     tune_allocator()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -166,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     raw: dict[str, Any] = {"argv": argv, "torch": torch.__version__, "seeds": {}}
     for seed in args.seeds:
         start = time.perf_counter()
-        loop, method = dagan_for(seed, args.pretrain_steps, overrides)
+        loop = pretrained_dagan(seed, pretrain, overrides)
+        method = loop.method
+        assert isinstance(method, DaganAugmented)
         res: dict[str, Any] = {"pretraining": dict(method.pretraining),
                                "fidelity": fidelity_rows(loop, method, args.characters, seed),
                                "low_data": {}}

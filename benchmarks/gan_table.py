@@ -54,9 +54,8 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
-import yaml
 
-from metagan.config import Config, build_config, read_yaml, to_dict
+from metagan.config import Config, ConfigError, build_config, parse_override, read_yaml, to_dict
 from metagan.data import Splits, load_splits
 from metagan.data.episodes import Episode, TaskSampler, random_affine
 from metagan.gan.evaluation import (
@@ -100,10 +99,13 @@ def parse_extra(text: str) -> tuple[str, str, dict[str, Any]]:
             f"{', '.join(METHODS)} and LABEL not one of them")
     overrides = {}
     for item in sets.split(","):
-        key, eq, value = item.partition("=")
-        if not eq or "." not in key:
+        try:
+            key, value = parse_override(item)
+        except ConfigError:
+            key = ""
+        if "." not in key:
             raise argparse.ArgumentTypeError(f"--extra {text!r}: {item!r} is not key.sub=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key] = value
     return label.strip(), method, overrides
 
 
@@ -143,10 +145,22 @@ def variant(base: str, method: str | None, seed: int, pretrain: int,
         data["gan"]["pretrain_steps"] = pretrain
     data["train"]["seed"] = seed
     data["schedule"]["eval_every"] = 0
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        data.setdefault(section, {})[name] = value
-    return build_config(data)
+    return build_config(data, overrides)
+
+
+def dagan_pretrain_steps() -> int:
+    """DAGAN's pre-training length in configs/dagan.yaml (the default of every DAGAN row)."""
+    steps: int = read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
+    return steps
+
+
+def pretrained_dagan(seed: int, pretrain: int, overrides: dict[str, Any] | None = None
+                     ) -> EpisodeLoop:
+    """The FOMAML+DAGAN row's loop of a seed, its pre-trained G loaded (or trained and stored
+    once): the generator alone, without training the meta-learner."""
+    loop = EpisodeLoop(variant("fomaml", "dagan", seed, pretrain, overrides))
+    loop.method.ensure_pretrained()  # type: ignore[operator]
+    return loop
 
 
 def splits_for(cfg: Config, cache: dict[str, Splits]) -> Splits:
@@ -525,7 +539,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(disjoint --seeds, e.g. one process per core) into --out's table")
     args = p.parse_args(argv)
     if args.pretrain_steps is None:
-        args.pretrain_steps = read_yaml(CONFIGS / "dagan.yaml")["gan"]["pretrain_steps"]
+        args.pretrain_steps = dagan_pretrain_steps()
     if args.gen_updates is None:
         args.gen_updates = read_yaml(CONFIGS / "fewshot_gan.yaml")["train"]["iterations"]
     if args.quick:
@@ -615,8 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.generation:  # the GAN-using rows' generators join the generation table
             dagan = next((loops[m] for m in args.methods if METHODS[m][1] == "dagan"), None)
             if dagan is None:  # its G is pre-trained apart from the learner: load it alone
-                dagan = EpisodeLoop(variant("fomaml", "dagan", seed, args.pretrain_steps))
-                dagan.method.ensure_pretrained()  # type: ignore[operator]
+                dagan = pretrained_dagan(seed, args.pretrain_steps)
             others = {"DAGAN": dagan} if dagan is not None else {}
             if "MetaGAN" in loops:
                 others["MetaGAN"] = loops["MetaGAN"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import gan  # noqa: F401  (registers the GAN methods)
 from .config import Config, ConfigError, to_dict
+from .gan.metrics import METRIC_KEYS
 from .meta import METHODS, REGISTRY, MetaLearner, Method, register_method
 
 __all__ = ["ACCURACY_KEYS", "DRIVER_READS", "GENERATION_KEYS", "METHODS", "check_reads",
@@ -31,8 +32,7 @@ ACCURACY_READS = frozenset({"task.eval_ways"})
 GENERATION_READS = frozenset({"gan.eval_shots", "gan.eval_adapt_steps",
                               "gan.embedding_iterations", "gan.feature_model"})
 ACCURACY_KEYS = frozenset({"accuracy", "ci95", "episodes"})
-GENERATION_KEYS = frozenset({"kid", "frechet_distance", "pooled_frechet_distance", "fidelity",
-                             "chance_fidelity", "novelty", "precision", "recall", "diversity"})
+GENERATION_KEYS = frozenset(METRIC_KEYS)  # what gan/metrics.py's character_metrics returns
 # A sample grid shows gan.eval_shots real drawings (gan/grid.py).
 SAMPLING_READS = frozenset({"gan.eval_shots"})
 

@@ -187,8 +187,7 @@ def generation_metrics(embed: torch.nn.Module, samples: torch.Tensor, real: torc
         half = real.shape[1] // 2
         support, real = real[:, :half], real[:, half:]
     features = embed_sets(embed, samples)
-    finite = torch.isfinite(features).flatten(2).all(2)  # [T, n]
-    if not finite.all():  # a diverged generator: every metric undefined (NaN), not an error
+    if not torch.isfinite(features).all():  # a diverged generator: every metric undefined (NaN)
         return dict.fromkeys(METRIC_KEYS, float("nan"))
     return character_metrics(embed_sets(embed, support), features, embed_sets(embed, real))
 
