@@ -3,6 +3,7 @@
 An experiment is a directory under a storage root (a local path or s3://bucket/prefix):
 
     NAME/metagan_space.yaml                    the validated search space (`SPACE_FILE`)
+    NAME/confirmed.json                        the top trials re-scored (`CONFIRMED_FILE`, optional)
     NAME/EpisodeTrainable_<trial id>_.../      one directory per trial, named by Ray Tune
         result.json                            every report, one JSON object per line
         checkpoint_NNNNNN/                     the checkpoints Tune kept (`keep`, by score)
@@ -14,7 +15,9 @@ holds the best value of the metric (default: the search's own metric and mode). 
 checkpoints are ranked rather than reports because only they can be loaded: a search that
 checkpoints less often than it reports, or keeps few checkpoints, may have reported a value
 that no stored checkpoint holds. The search summary, `metagan.api` and `metagan report` all
-ask this one method. No Ray here: everything reads through a pyarrow filesystem.
+ask this one method. When the search re-scored its best trials on more meta-val tasks
+(`search.confirm_top`, metagan/confirm.py), the re-scored winner is the answer for the search's
+own metric and mode. No Ray here: everything reads through a pyarrow filesystem.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ SPACE_FILE = "metagan_space.yaml"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 SAMPLES_FILE = "samples.png"
+CONFIRMED_FILE = "confirmed.json"
 # Tune names a trial's directory after the trainable: <TRIAL_NAME>_<trial id>_<n>_<params>_<date>.
 TRIAL_NAME = "EpisodeTrainable"
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
@@ -186,6 +190,8 @@ class BestResult:
     checkpoint: str            # URI of the checkpoint directory
     iteration: int             # the meta-iteration it was saved at
     trial_id: str              # Tune's trial id (as in every result record and the search summary)
+    confirmed: float | None = None  # `metric` re-scored on `confirmed_episodes` meta-val tasks
+    confirmed_episodes: int = 0
 
 
 class Experiment:
@@ -316,15 +322,31 @@ class Experiment:
 
     def best(self, metric: str | None = None, mode: str | None = None) -> BestResult:
         """Which trial and which stored checkpoint is best: the one whose metrics.json holds the
-        best `metric` (default: the search's metric and mode). A ConfigError if none holds it."""
+        best `metric` (default: the search's metric and mode), or for those the re-scored winner
+        when the search confirmed its top trials. A ConfigError if none holds it."""
         metric, mode = self._objective(metric, mode)
+        confirmed = self.confirmed() if (metric, mode) == (self.metric, self.mode) else None
         for _ in range(3):
             ranked = self.ranking(metric, mode)
             if not ranked:
                 raise ConfigError(f"experiment {self.name!r} in {self.storage.uri}: no stored "
                                   f"checkpoint holds {metric!r}")
+            top, rescored, episodes = ranked[0], None, 0
+            if confirmed is not None:
+                stored = {c.uri: c for c in ranked}
+                pick = confirmed["best"]
+                if pick["checkpoint"] in stored:
+                    top, rescored = stored[pick["checkpoint"]], pick
+                    episodes = int(confirmed["episodes"])
+                else:
+                    warn(f"{self.uri}/{CONFIRMED_FILE}: its winner {pick['checkpoint']} is no "
+                         "longer stored; ranking by the search's own reports")
             try:
-                return self._best_result(ranked[0], metric, mode)
+                best = self._best_result(top, metric, mode)
+                if rescored is not None:
+                    best.confirmed = float(rescored["confirmed"])
+                    best.confirmed_episodes = episodes
+                return best
             except FileNotFoundError:  # rotated out (keep) since the listing: list again
                 self._checkpoints = None
         raise ConfigError(f"experiment {self.name!r} in {self.storage.uri}: its checkpoints keep "
@@ -348,6 +370,29 @@ class Experiment:
                           value=value, params=params, config=config, checkpoint=top.uri,
                           iteration=int(top.metrics.get("iteration", 0)),
                           trial_id=self.trial_id(top.trial))
+
+    def confirmed(self) -> dict[str, Any] | None:
+        """The stored re-scoring of the top trials (see metagan/confirm.py), if there is one;
+        its "best" is the winning candidate."""
+        where = posixpath.join(self.path, CONFIRMED_FILE)
+        try:
+            data = json.loads(self.read_bytes(where))
+            best = next(c for c in data["candidates"] if c["checkpoint"] == data["best"])
+            if (data["metric"], data["mode"]) != (self.metric, self.mode):
+                raise ValueError("another objective")
+            float(best["confirmed"]), int(data["episodes"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, StopIteration):
+            self._damaged(ConfigError(f"{self.storage.uri_of(where)}: damaged"),
+                          "the re-scoring (the search's own reports rank)")
+            return None
+        return {**data, "best": best}
+
+    def write_confirmed(self, record: dict[str, Any]) -> None:
+        """Store a re-scoring of the top trials (metagan/confirm.py writes it)."""
+        with self.fs.open_output_stream(posixpath.join(self.path, CONFIRMED_FILE)) as f:
+            f.write(json.dumps(record, indent=2).encode())
 
     def checkpoint_path(self, uri: str) -> str:
         """The filesystem path of one of this experiment's checkpoint URIs (else a ConfigError)."""

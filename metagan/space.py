@@ -6,7 +6,8 @@ A space file (see `search_spaces/`) has these sections, validated here in one pl
   set:        dotted config keys fixed for every trial (optional)
   space:      dotted config key -> distribution; `choice` may map each value to a sub-space
   search:     algorithm (hyperopt | random | grid), metric, mode, num_samples, max_concurrent,
-              seed, initial_points, points_to_evaluate, time_budget_s
+              seed, initial_points, points_to_evaluate, time_budget_s, confirm_top,
+              confirm_episodes
   scheduler:  name (asha | median | pbt | none) and its settings, in meta-iterations
   resources:  cpu, gpu (fractions allowed)
   checkpoint: keep, score (which of a trial's checkpoints Tune keeps)
@@ -49,6 +50,8 @@ SCHEDULERS = ("asha", "median", "pbt", "none")
 VALUE = "__value__"
 # Key under which a grid search's point travels in a trial's configuration.
 GRID = "grid"
+# The metric search.confirm_top re-scores: a mean over meta-val tasks, so more tasks sharpen it.
+CONFIRMABLE = "val_accuracy"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class SearchConfig:
     # With no points_to_evaluate, the base config (with `set:`) is the first trial, so a search
     # reports where it started from (hyperopt and random, spaces without conditional choices).
     start_from_base: bool = True
+    # Selection noise: after the search, the best checkpoints of the `confirm_top` best trials
+    # are scored again on `confirm_episodes` meta-val tasks, and the best of those is the
+    # search's answer (metagan/confirm.py). 0: the single best report decides.
+    confirm_top: int = 0
+    confirm_episodes: int = 1000
 
 
 @dataclass(frozen=True)
@@ -423,6 +431,12 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"search.time_budget_s: must be >= 0, got {s.time_budget_s}")
     if s.initial_points < 1:
         raise ConfigError(f"search.initial_points: must be at least 1, got {s.initial_points}")
+    if s.confirm_top < 0 or s.confirm_episodes < 1:
+        raise ConfigError(f"search.confirm_top must be >= 0 and search.confirm_episodes >= 1, "
+                          f"got {s.confirm_top} and {s.confirm_episodes}")
+    if s.confirm_top and s.metric != CONFIRMABLE:
+        raise ConfigError(f"search.confirm_top: re-scoring on more episodes is for "
+                          f"{CONFIRMABLE!r}, the search's metric is {s.metric!r}")
     if sch.name not in SCHEDULERS:
         raise ConfigError(f"scheduler.name: {sch.name!r} is not one of {', '.join(SCHEDULERS)}")
     if sch.name == "asha" and sch.reduction_factor < 2:

@@ -202,6 +202,34 @@ def test_summary_api_and_report_agree_when_checkpoints_are_sparser_than_reports(
         printed_trial, ckpt, result["best_value"])
 
 
+def test_a_confirmed_search_answers_with_its_rescored_winner(
+        tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    """search.confirm_top: the two trials are re-scored on 48 meta-val tasks after the search;
+    the record is stored beside the trials, and the summary and the API name its winner."""
+    space = write_space(tmp_path / "space.yaml", iterations=20, samples=2, scheduler="none",
+                        search={"confirm_top": 2, "confirm_episodes": 48})
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, "confirmed", ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stored = json.loads(read(s3, "confirmed-root/confirmed/confirmed.json"))
+    assert stored["episodes"] == 48 and len(stored["candidates"]) == 2
+    winner = max(stored["candidates"], key=lambda c: c["confirmed"])
+    assert stored["best"] == winner["checkpoint"]
+    result = json.loads(out.read_text())
+    assert result["best_checkpoint"] == winner["checkpoint"]
+    assert result["confirmed"]["best"]["confirmed"] == winner["confirmed"]
+    assert "chosen on 48 meta-val tasks among the 2 best trials" in r.stdout, r.stdout
+    from metagan import api
+
+    best = api.best_result("confirmed", "s3://metagan/confirmed-root")
+    assert (best.checkpoint, best.confirmed, best.confirmed_episodes) == (
+        winner["checkpoint"], winner["confirmed"], 48)
+    # The re-scoring is the same measurement as loading the checkpoint and evaluating it.
+    loop = api.load_best_model("confirmed", "s3://metagan/confirmed-root")[0].loop
+    assert loop.evaluate("val", 48)["accuracy"] == pytest.approx(winner["confirmed"])
+
+
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
     space = write_space(tmp_path / "space.yaml")
     from .services import free_port

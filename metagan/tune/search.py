@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError
+from ..confirm import confirm_best
 from ..results import (
     TRIAL_NAME,
     Experiment,
@@ -62,6 +63,7 @@ class SearchResult:
     best_reported: float      # the best value any report gave (it may have no checkpoint)
     best_reported_trial: str
     trials: list[dict[str, Any]]
+    confirmed: dict[str, Any] | None = None  # the top trials re-scored (search.confirm_top)
 
     def summary(self) -> str:
         """What the CLI prints at the end."""
@@ -69,6 +71,11 @@ class SearchResult:
                  f"stored checkpoint at iteration {self.best_iteration}",
                  "  params: " + json.dumps(self.best_params, sort_keys=True),
                  f"  checkpoint: {self.best_checkpoint}", f"  experiment: {self.experiment}"]
+        if self.confirmed is not None:
+            c = self.confirmed
+            lines.append(f"  chosen on {c['episodes']} meta-val tasks among the {len(c['candidates'])} "
+                         "best trials: " + ", ".join(
+                             f"{x['trial_id']} {x['confirmed']:.4f}" for x in c["candidates"]))
         sign = 1 if self.mode == "max" else -1
         if sign * self.best_reported > sign * self.best_value:
             lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
@@ -321,6 +328,9 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
         if cause is not None:
             raise cause from None
         raise
+    if spec.search.confirm_top:
+        confirm_best(Experiment(storage, name, on_damaged=warn), spec.search.confirm_top,
+                     spec.search.confirm_episodes)
     return summarise(spec, grid, storage, name)
 
 
@@ -361,7 +371,8 @@ def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResu
                         best_value=top.value, best_params=top.params, best_config=top.config,
                         best_checkpoint=top.checkpoint, best_trial=top.trial_id,
                         best_iteration=top.iteration, best_reported=reported["best"],
-                        best_reported_trial=reported["trial_id"], trials=trials)
+                        best_reported_trial=reported["trial_id"], trials=trials,
+                        confirmed=found.confirmed() if top.confirmed is not None else None)
 
 
 
