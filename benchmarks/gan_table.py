@@ -453,7 +453,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
         own = max(sum(r.get("gan_pretrain_s", 0.0) > 0 for r in seeds[s]["classification"].values())
                   for s in seeds)
         lines += ["", f"DAGAN's GAN pre-training: {args.pretrain_steps} G and D updates "
-                  f"(configs/dagan.yaml), {np.mean(pre):.0f} s per seed at most, not in the train "
+                  f"(configs/dagan.yaml), {max(pre):.0f} s per seed at most, not in the train "
                   "s above; " + ("one pre-trained G serves both +DAGAN rows of a seed." if own <= 1
                                  else "each +DAGAN row pre-trained its own G (their base configs' "
                                  "data settings differ, and the data settings are part of the "
