@@ -23,6 +23,7 @@ Writes OUT/summary.json (and each search's JSON summary) and prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -49,8 +50,14 @@ def run_search(space: Path, seed: int, budget_s: float, storage: Path, extra: li
     one is reused)."""
     name = search_name(space, seed)
     summary = storage / f"{name}.json"
+    settings = {"budget_s": budget_s, "set": extra}
+    stored_settings = storage / f"{name}.settings.json"
     if summary.is_file():
+        if stored_settings.is_file() and json.loads(stored_settings.read_text()) != settings:
+            sys.exit(f"error: {summary} was searched with {stored_settings.read_text().strip()}, "
+                     f"not {json.dumps(settings)}: choose another --out")
         return json.loads(summary.read_text())
+    stored_settings.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "metagan.cli", "search", str(space), "--name", name,
            "--storage", str(storage), "--quiet", "--json", str(summary),
            "--set", f"search.seed={seed}", "--set", f"search.time_budget_s={budget_s}",
@@ -71,11 +78,17 @@ class TestEvaluations:
 
     def __call__(self, checkpoint: str) -> dict[str, float]:
         """The checkpoint's meta-test accuracy."""
-        key = f"{checkpoint}@{self.episodes}"
+        key = self.key(checkpoint)
         if key not in self.known:
             self.known[key] = load_loop(checkpoint).evaluate("test", self.episodes)
             self.path.write_text(json.dumps(self.known, indent=2))
         return self.known[key]
+
+    def key(self, checkpoint: str) -> str:
+        """A run directory is keyed by its result.json too (a retrained base is measured anew)."""
+        result = Path(checkpoint, "result.json")
+        stamp = hashlib.sha256(result.read_bytes()).hexdigest()[:12] if result.is_file() else ""
+        return f"{checkpoint}@{self.episodes}@{stamp}"
 
 
 def seed_from_summary(tests: TestEvaluations, summary: Path) -> None:
@@ -90,10 +103,11 @@ def seed_from_summary(tests: TestEvaluations, summary: Path) -> None:
     found = [(str(summary.parent / f"base-{space.stem}"), old["base"]["test"])]
     for r in old["searches"]:  # an older summary names the checkpoint in the search's own
         search = summary.parent / "storage" / f"{search_name(space, r['seed'])}.json"
-        checkpoint = r.get("checkpoint") or json.loads(search.read_text())["best_checkpoint"]
-        found.append((checkpoint, r["test"]))
+        if "checkpoint" in r or search.is_file():
+            checkpoint = r.get("checkpoint") or json.loads(search.read_text())["best_checkpoint"]
+            found.append((checkpoint, r["test"]))
     for checkpoint, result in found:
-        tests.known.setdefault(f"{checkpoint}@{tests.episodes}", result)
+        tests.known.setdefault(tests.key(checkpoint), result)
     tests.path.write_text(json.dumps(tests.known, indent=2))
 
 
@@ -102,7 +116,7 @@ def confirmed_pick(storage: Path, name: str, top: int, episodes: int) -> dict[st
     fact, and timed, when the search did not do it)."""
     found = Experiment.open(str(storage), name)
     record = found.confirmed()
-    if record is None or record["episodes"] != episodes or len(record["candidates"]) < top:
+    if record is None or (record["episodes"], record["top"]) != (episodes, top):
         start = time.perf_counter()
         confirm_best(found, top, episodes)
         record = found.confirmed()

@@ -60,7 +60,8 @@ def list_experiments(storage: str) -> list[str]:
 
 def best_result(experiment: str, storage: str, metric: str | None = None,
                 mode: str | None = None) -> BestResult:
-    """The stored checkpoint with the best `metric` (default: the search's own metric and mode).
+    """The stored checkpoint with the best `metric` (default: the search's own metric and mode,
+    where a search that re-scored its top trials answers with the re-scored winner).
 
     The results store's one answer (`metagan.results.Experiment.best`), the same the search
     summary and `metagan report` give.

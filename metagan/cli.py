@@ -316,7 +316,7 @@ def _report(args: argparse.Namespace) -> int:
     out, rows = write_report(args.experiment, args.storage, args.out)
     print(f"{'trial':12s} {'best':>8s} {'iteration':>9s}  params")
     for r in rows:
-        flag = "  (diverged)" if r["diverged"] else ""
+        flag = ("  (diverged)" if r["diverged"] else "") + ("  (chosen)" if r["chosen"] else "")
         print(f"{r['trial']:12s} {r['best']:8.4f} {r['iteration']:9d}  "
               f"{json.dumps(r['params'], sort_keys=True)}{flag}")
     print(f"wrote {out}")

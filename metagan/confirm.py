@@ -6,8 +6,10 @@ the largest of many such estimates favours the luckiest one (the winner's curse)
 winner's meta-test accuracy falls short of what its meta-val promised. Re-scoring the
 `search.confirm_top` best trials on `search.confirm_episodes` meta-val tasks, and picking among
 those, shrinks that noise; meta-test is never read. The tasks are the run's own meta-val tasks
-(they depend on train.seed and the split), so the search's tasks are the first of them and
-every candidate is scored on the same ones (paired).
+(they depend on train.seed and the split, and a confirmed search does not vary train.seed), so
+the search's tasks are the first of them and every candidate is scored on the same ones
+(paired). Candidates are named relative to the experiment (`trial/checkpoint_N`), so the record
+survives moving or syncing the experiment.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import tempfile
 from typing import Any
 
 from .config import ConfigError
-from .results import Experiment
+from .results import Experiment, checkpoint_key
 from .run import load_loop
+from .space import CONFIRMABLE
 
 
 def confirm_best(found: Experiment, top: int, episodes: int,
@@ -25,8 +28,9 @@ def confirm_best(found: Experiment, top: int, episodes: int,
     """Re-score the `top` best trials' best checkpoints on `episodes` meta-val tasks, store the
     record in the experiment (`Experiment.best` then answers with its winner), return it."""
     metric, mode = found.metric, found.mode
-    if not metric.startswith("val_"):
-        raise ConfigError(f"confirm: {metric!r} is not a meta-val metric")
+    if (metric, mode) != (CONFIRMABLE, "max"):
+        raise ConfigError(f"confirm: re-scoring is for {CONFIRMABLE!r} (max); experiment "
+                          f"{found.name!r} searched {metric!r} ({mode})")
     ranked = found.ranking()[:top]
     if not ranked:
         raise ConfigError(f"experiment {found.name!r}: no stored checkpoint holds {metric!r}")
@@ -34,16 +38,15 @@ def confirm_best(found: Experiment, top: int, episodes: int,
     for stored in ranked:
         with tempfile.TemporaryDirectory(prefix="metagan-confirm-") as tmp:
             scored = load_loop(found.download(stored.uri, tmp), device).evaluate("val", episodes)
-        candidates.append({"trial": stored.trial, "trial_id": found.trial_id(stored.trial),
-                           "checkpoint": stored.uri,
+        candidates.append({"key": checkpoint_key(stored), "trial": stored.trial,
+                           "trial_id": found.trial_id(stored.trial), "checkpoint": stored.uri,
                            "iteration": int(stored.metrics.get("iteration", 0)),
                            "search_value": stored.value(metric),
-                           "confirmed": float(scored[metric.removeprefix("val_")]),
+                           "confirmed": float(scored["accuracy"]),
                            "ci95": float(scored["ci95"])})
-    sign = 1.0 if mode == "max" else -1.0
     # Ties go to the earlier candidate: the one the search itself ranked higher.
-    winner = max(candidates, key=lambda c: (sign * c["confirmed"], -candidates.index(c)))
-    record = {"metric": metric, "mode": mode, "episodes": episodes,
-              "best": winner["checkpoint"], "candidates": candidates}
+    winner = max(candidates, key=lambda c: (c["confirmed"], -candidates.index(c)))
+    record = {"metric": metric, "mode": mode, "top": top, "episodes": episodes,
+              "best": winner["key"], "candidates": candidates}
     found.write_confirmed(record)
     return record

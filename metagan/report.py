@@ -447,6 +447,8 @@ def write_report(experiment: str, storage: str, out: str | Path,
     ranking = found.ranking()
     rows = table(histories, ranking, metric)
     best: BestResult | None = found.best() if ranking else None
+    for row in rows:  # the search's answer (a re-scored winner need not be the top row)
+        row["chosen"] = best is not None and row["checkpoint"] == best.checkpoint
     grid = None
     if best is not None:
         try:
@@ -468,8 +470,11 @@ def write_report(experiment: str, storage: str, out: str | Path,
             if name == top else {"lw": 1, "alpha": 0.7, "color": palette[i % len(palette)]}
         ax.plot(x, y, marker="o", ms=3, **style)
     if best is not None and top in histories:  # the stored checkpoint `best()` names
+        chosen = (f"chosen: {metric} = {best.value:.4f} ({best.confirmed:.4f} re-scored on "
+                  f"{best.confirmed_episodes} tasks)" if best.confirmed is not None
+                  else f"best stored checkpoint: {metric} = {best.value:.4f}")
         ax.plot([best.iteration], [best.value], marker="*", ms=14, color="C3", zorder=4, ls="none",
-                label=f"best stored checkpoint: {metric} = {best.value:.4f}")
+                label=chosen)
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(metric)
     ax.set_title(f"{experiment}: {len(histories)} trials ({spec['search']['algorithm']}, "

@@ -176,6 +176,11 @@ class StoredCheckpoint:
         return float(v)
 
 
+def checkpoint_key(stored: StoredCheckpoint) -> str:
+    """A stored checkpoint's name within its experiment: `trial/checkpoint_N`."""
+    return f"{stored.trial}/{posixpath.basename(stored.path)}"
+
+
 @dataclass
 class BestResult:
     """The best stored checkpoint of an experiment (`Experiment.best`)."""
@@ -218,6 +223,7 @@ class Experiment:
         self.mode: str = search["mode"]
         self._trials: list[str] | None = None
         self._checkpoints: list[StoredCheckpoint] | None = None
+        self._stale_warned = False
 
     @classmethod
     def open(cls, storage: str | Storage, name: str, on_damaged: OnDamaged = None) -> Experiment:
@@ -325,32 +331,41 @@ class Experiment:
         best `metric` (default: the search's metric and mode), or for those the re-scored winner
         when the search confirmed its top trials. A ConfigError if none holds it."""
         metric, mode = self._objective(metric, mode)
-        confirmed = self.confirmed() if (metric, mode) == (self.metric, self.mode) else None
+        own = (metric, mode) == (self.metric, self.mode)
         for _ in range(3):
             ranked = self.ranking(metric, mode)
             if not ranked:
                 raise ConfigError(f"experiment {self.name!r} in {self.storage.uri}: no stored "
                                   f"checkpoint holds {metric!r}")
-            top, rescored, episodes = ranked[0], None, 0
-            if confirmed is not None:
-                stored = {c.uri: c for c in ranked}
-                pick = confirmed["best"]
-                if pick["checkpoint"] in stored:
-                    top, rescored = stored[pick["checkpoint"]], pick
-                    episodes = int(confirmed["episodes"])
-                else:
-                    warn(f"{self.uri}/{CONFIRMED_FILE}: its winner {pick['checkpoint']} is no "
-                         "longer stored; ranking by the search's own reports")
+            top, record = ranked[0], self._current_confirmation(ranked) if own else None
+            if record is not None:
+                top = next(c for c in ranked if checkpoint_key(c) == record["best"]["key"])
             try:
                 best = self._best_result(top, metric, mode)
-                if rescored is not None:
-                    best.confirmed = float(rescored["confirmed"])
-                    best.confirmed_episodes = episodes
-                return best
             except FileNotFoundError:  # rotated out (keep) since the listing: list again
                 self._checkpoints = None
+                continue
+            if record is not None:
+                best.confirmed = float(record["best"]["confirmed"])
+                best.confirmed_episodes = int(record["episodes"])
+            return best
         raise ConfigError(f"experiment {self.name!r} in {self.storage.uri}: its checkpoints keep "
                           "changing (a search still running?); try again")
+
+    def _current_confirmation(self, ranked: list[StoredCheckpoint]) -> dict[str, Any] | None:
+        """The stored re-scoring, if its candidates are still the search's top trials (a search
+        resumed since, or still running, may have new leaders that were never re-scored)."""
+        record = self.confirmed()
+        if record is None:
+            return None
+        keys = [c["key"] for c in record["candidates"]]
+        if [checkpoint_key(c) for c in ranked[:len(keys)]] != keys:
+            if not self._stale_warned:
+                self._stale_warned = True
+                warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials "
+                     "(the search went on after it); ranking by the search's own reports")
+            return None
+        return record
 
     def _best_result(self, top: StoredCheckpoint, metric: str, mode: str) -> BestResult:
         files = {}
@@ -372,22 +387,25 @@ class Experiment:
                           trial_id=self.trial_id(top.trial))
 
     def confirmed(self) -> dict[str, Any] | None:
-        """The stored re-scoring of the top trials (see metagan/confirm.py), if there is one;
-        its "best" is the winning candidate."""
+        """The stored re-scoring of the top trials (see metagan/confirm.py), if there is one,
+        with each candidate's "checkpoint" URI where the experiment is now; its "best" is the
+        winning candidate."""
         where = posixpath.join(self.path, CONFIRMED_FILE)
         try:
             data = json.loads(self.read_bytes(where))
-            best = next(c for c in data["candidates"] if c["checkpoint"] == data["best"])
+            candidates = [{**c, "checkpoint": self.storage.uri_of(posixpath.join(self.path, c["key"])),
+                           "confirmed": float(c["confirmed"])} for c in data["candidates"]]
+            best = next(c for c in candidates if c["key"] == data["best"])
             if (data["metric"], data["mode"]) != (self.metric, self.mode):
                 raise ValueError("another objective")
-            float(best["confirmed"]), int(data["episodes"])
+            int(data["episodes"]), int(data["top"])
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError, StopIteration):
             self._damaged(ConfigError(f"{self.storage.uri_of(where)}: damaged"),
                           "the re-scoring (the search's own reports rank)")
             return None
-        return {**data, "best": best}
+        return {**data, "candidates": candidates, "best": best}
 
     def write_confirmed(self, record: dict[str, Any]) -> None:
         """Store a re-scoring of the top trials (metagan/confirm.py writes it)."""

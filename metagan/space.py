@@ -431,12 +431,7 @@ def _check_sections(spec: SearchSpec) -> None:
         raise ConfigError(f"search.time_budget_s: must be >= 0, got {s.time_budget_s}")
     if s.initial_points < 1:
         raise ConfigError(f"search.initial_points: must be at least 1, got {s.initial_points}")
-    if s.confirm_top < 0 or s.confirm_episodes < 1:
-        raise ConfigError(f"search.confirm_top must be >= 0 and search.confirm_episodes >= 1, "
-                          f"got {s.confirm_top} and {s.confirm_episodes}")
-    if s.confirm_top and s.metric != CONFIRMABLE:
-        raise ConfigError(f"search.confirm_top: re-scoring on more episodes is for "
-                          f"{CONFIRMABLE!r}, the search's metric is {s.metric!r}")
+    _check_confirm(spec)
     if sch.name not in SCHEDULERS:
         raise ConfigError(f"scheduler.name: {sch.name!r} is not one of {', '.join(SCHEDULERS)}")
     if sch.name == "asha" and sch.reduction_factor < 2:
@@ -479,6 +474,25 @@ def _check_lengths(spec: SearchSpec) -> None:
     if sch.name != "none" and not 0 < sch.grace_period <= longest:
         raise ConfigError(f"scheduler.grace_period: must be in [1, train.iterations="
                           f"{longest}], got {sch.grace_period}")
+
+
+def _check_confirm(spec: SearchSpec) -> None:
+    """search.confirm_top / confirm_episodes: possible, and read."""
+    s = spec.search
+    if s.confirm_top < 0 or s.confirm_episodes < 1:
+        raise ConfigError(f"search.confirm_top must be >= 0 and search.confirm_episodes >= 1, "
+                          f"got {s.confirm_top} and {s.confirm_episodes}")
+    if not s.confirm_top:
+        if s.confirm_episodes != SearchConfig.confirm_episodes:
+            raise ConfigError("search.confirm_episodes: read only with search.confirm_top > 0")
+        return
+    if (s.metric, s.mode) != (CONFIRMABLE, "max"):
+        raise ConfigError(f"search.confirm_top: re-scoring on more episodes is for {CONFIRMABLE!r} "
+                          f"(mode max); the search's metric is {s.metric!r} ({s.mode})")
+    if (s.algorithm == "grid" and spec.samples > 1) or any(p.key == "train.seed"
+                                                            for p in _walk(spec.params)):
+        raise ConfigError("search.confirm_top: trials of different train.seed are scored on "
+                          "different meta-val tasks, so their re-scoring would not be paired")
 
 
 def _check_schedule(cfg: Config, point: dict[str, Any]) -> None:
@@ -525,6 +539,10 @@ def _check_params(spec: SearchSpec) -> None:
             where = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise ConfigError(f"space: the config at ({where}) is invalid: {e}") from None
         _check_schedule(cfg, point)
+        if spec.search.confirm_top and spec.search.confirm_episodes <= cfg.schedule.eval_episodes:
+            raise ConfigError(f"search.confirm_episodes ({spec.search.confirm_episodes}) must "
+                              f"exceed schedule.eval_episodes ({cfg.schedule.eval_episodes}): "
+                              "re-scoring on the search's own tasks adds nothing")
         metrics = reported_metrics(cfg)
         for name, metric in (("search.metric", spec.search.metric),
                              ("checkpoint.score", spec.checkpoint.score)):

@@ -87,7 +87,7 @@ def test_the_top_trials_are_rescored_and_the_best_rescored_one_is_the_answer(
         key = c["trial"].split("_")[1][0]
         assert c["confirmed"] == pytest.approx(true_val[key])
         assert c["search_value"] == reported[key]
-    assert record["best"] == record["candidates"][1]["checkpoint"]
+    assert record["best"] == record["candidates"][1]["key"] == f"{trial_name(better)}/checkpoint_000000"
 
     again = Experiment.open(str(tmp_path / "store"), "exp")
     best = again.best()
@@ -106,6 +106,16 @@ def test_top_one_keeps_the_searchs_choice(tmp_path: Path, runs: dict[str, Path])
     assert Experiment.open(str(tmp_path / "store"), "exp").best().trial == trial_name("c")
 
 
+def test_a_moved_experiment_keeps_its_rescoring(tmp_path: Path, runs: dict[str, Path]) -> None:
+    found = make_store(tmp_path / "store", runs, {"a": 0.99, "b": 0.98, "c": 0.5})
+    record = confirm_best(found, top=3, episodes=EPISODES)
+    shutil.copytree(tmp_path / "store", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "store")
+    best = Experiment.open(str(tmp_path / "moved"), "exp").best()
+    assert best.confirmed is not None
+    assert best.checkpoint == str(tmp_path / "moved" / "exp" / record["best"])
+
+
 def test_a_damaged_or_stale_rescoring_is_named_and_never_trusted(
         tmp_path: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     found = make_store(tmp_path / "store", runs, {"a": 0.99, "b": 0.6, "c": 0.5})
@@ -116,18 +126,28 @@ def test_a_damaged_or_stale_rescoring_is_named_and_never_trusted(
     warned = Experiment.open(str(tmp_path / "store"), "exp", on_damaged=results.warn).best()
     assert warned.trial == trial_name("a") and warned.confirmed is None
     assert "confirmed.json: damaged" in capsys.readouterr().err
-    # A winner no longer stored (rotated out since): the reports rank, with a warning.
-    found.write_confirmed({"metric": "val_accuracy", "mode": "max", "episodes": EPISODES,
-                           "best": "/gone/checkpoint_000009",
-                           "candidates": [{"checkpoint": "/gone/checkpoint_000009", "confirmed": 1.0}]})
-    assert Experiment.open(str(tmp_path / "store"), "exp").best().trial == trial_name("a")
-    assert "no longer stored" in capsys.readouterr().err
+    # The search went on (resumed) after the re-scoring: a new leader was never re-scored, so
+    # the record is not trusted, with one warning.
+    confirm_best(found, top=2, episodes=EPISODES)
+    assert Experiment.open(str(tmp_path / "store"), "exp").best().confirmed is not None
+    newer = tmp_path / "store" / "exp" / trial_name("d")
+    shutil.copytree(tmp_path / "store" / "exp" / trial_name("c"), newer)
+    metrics = json.loads((newer / "checkpoint_000000" / "metrics.json").read_text())
+    (newer / "checkpoint_000000" / "metrics.json").write_text(
+        json.dumps({**metrics, "val_accuracy": 0.999}))
+    later = Experiment.open(str(tmp_path / "store"), "exp")
+    assert later.best().trial == trial_name("d") and later.best().confirmed is None
+    assert capsys.readouterr().err.count("no longer the best trials") == 1
 
 
 @pytest.mark.parametrize("search, message", [
     ({"confirm_top": -1}, "search.confirm_top must be >= 0"),
     ({"confirm_top": 2, "confirm_episodes": 0}, "search.confirm_episodes >= 1"),
     ({"confirm_top": 2, "metric": "loss", "mode": "min"}, "re-scoring on more episodes is for"),
+    ({"confirm_top": 2, "mode": "min"}, "re-scoring on more episodes is for"),
+    ({"confirm_episodes": 500}, "search.confirm_episodes: read only with search.confirm_top > 0"),
+    ({"confirm_top": 2, "confirm_episodes": 8}, r"must exceed schedule.eval_episodes \(8\)"),
+    ({"confirm_top": 2, "algorithm": "grid", "num_samples": 2}, "not be paired"),
 ])
 def test_impossible_confirm_settings_are_refused(search: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -215,7 +215,8 @@ def test_a_confirmed_search_answers_with_its_rescored_winner(
     stored = json.loads(read(s3, "confirmed-root/confirmed/confirmed.json"))
     assert stored["episodes"] == 48 and len(stored["candidates"]) == 2
     winner = max(stored["candidates"], key=lambda c: c["confirmed"])
-    assert stored["best"] == winner["checkpoint"]
+    assert stored["best"] == winner["key"]
+    assert winner["checkpoint"] == f"s3://metagan/confirmed-root/confirmed/{winner['key']}"
     result = json.loads(out.read_text())
     assert result["best_checkpoint"] == winner["checkpoint"]
     assert result["confirmed"]["best"]["confirmed"] == winner["confirmed"]

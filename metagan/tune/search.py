@@ -77,7 +77,7 @@ class SearchResult:
                          "best trials: " + ", ".join(
                              f"{x['trial_id']} {x['confirmed']:.4f}" for x in c["candidates"]))
         sign = 1 if self.mode == "max" else -1
-        if sign * self.best_reported > sign * self.best_value:
+        if self.confirmed is None and sign * self.best_reported > sign * self.best_value:
             lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
                          f"{self.best_reported_trial}, at a step with no stored checkpoint "
                          "(schedule.checkpoint_every / checkpoint.keep)")
@@ -329,9 +329,23 @@ def run_search(spec: SearchSpec, name: str | None = None, storage: Storage | Non
             raise cause from None
         raise
     if spec.search.confirm_top:
-        confirm_best(Experiment(storage, name, on_damaged=warn), spec.search.confirm_top,
-                     spec.search.confirm_episodes)
+        confirm(spec, storage, name)
     return summarise(spec, grid, storage, name)
+
+
+def confirm(spec: SearchSpec, storage: Storage, name: str) -> None:
+    """Re-score the top trials on the driver (on its GPU when the trials had GPUs); a failure
+    is one warning, and the search's own reports then rank (its summary is not lost)."""
+    import torch
+
+    device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    try:
+        confirm_best(Experiment(storage, name, on_damaged=warn), spec.search.confirm_top,
+                     spec.search.confirm_episodes, device)
+    except (ConfigError, StorageError, OSError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        warn(f"search {name}: re-scoring the top trials failed ({first}); the search's own "
+             "reports rank its trials")
 
 
 def summarise(spec: SearchSpec, grid, storage: Storage, name: str) -> SearchResult:
