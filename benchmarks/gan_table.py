@@ -230,9 +230,14 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
         pretrain_s = pretrain_dagan(loop) if method == "dagan" else 0.0
         train_s = train_updates(loop, args.updates)
         accs = episode_accuracies(loop, episodes, seed)
+        # Tasks drawn within one meta-test alphabet each (seeded by the seed and the alphabet:
+        # the same tasks for every method of a seed), the episodes shared among the alphabets.
+        groups = len(set(splits.test.groups))
+        per_alphabet = loop.evaluate_per_group("test", max(1, args.episodes // groups))
         out[name] = {"updates": loop.updates[learner_phase(loop)], "iterations": loop.iteration,
                      "train_s": train_s, "gan_pretrain_s": pretrain_s,
                      "accuracy": float(np.mean(accs)),
+                     "per_alphabet": {a: r["accuracy"] for a, r in per_alphabet["alphabets"].items()},
                      "episode_accuracies": accs}
         loops[name] = loop
         print(f"  seed {seed} {name}: {100 * out[name]['accuracy']:.1f}% after "
@@ -389,9 +394,17 @@ def summarise(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     for m in rows_of(args):
         own = [s for s in seeds if m in seeds[s]["classification"]]
         mean, sd = mean_sd([seeds[s]["classification"][m]["accuracy"] for s in own])
+        # Per alphabet: over the seeds that measured it (rows run before it existed did not).
+        alphabets: dict[str, list[float]] = {}
+        for s in own:
+            for a, v in seeds[s]["classification"][m].get("per_alphabet", {}).items():
+                alphabets.setdefault(a, []).append(v)
         out["accuracy"][m] = {"mean": mean, "sd": sd, "seeds": [int(s) for s in own],
                               "train_s": mean_sd(
-                                  [seeds[s]["classification"][m]["train_s"] for s in own])[0]}
+                                  [seeds[s]["classification"][m]["train_s"] for s in own])[0],
+                              "per_alphabet": {a: {"mean": mean_sd(v)[0], "sd": mean_sd(v)[1],
+                                                   "seeds": len(v)}
+                                               for a, v in sorted(alphabets.items())}}
     for a, b in pairs_of(args):
         common = sorted(set(acc[a]) & set(acc[b]))
         if common:
@@ -436,17 +449,22 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
         f"seed, the same episodes for every method of a seed; {args.updates} meta-learner updates "
         f"per row; training seeds {', '.join(map(str, args.seeds))} (a row's own seeds in its "
         "column); batch norm from the support set (non-transductive) unless a row's overrides "
-        "say otherwise. Accuracy: mean ± sd over seeds of the per-seed mean.", "",
+        "say otherwise. Accuracy: mean ± sd over seeds of the per-seed mean. Per alphabet: "
+        f"tasks drawn within one meta-test alphabet, {args.episodes} episodes per seed shared "
+        "among the alphabets (rows measured before this column existed say 'not measured').", "",
         "| method | overrides | seeds | learner updates | train s / seed | test accuracy (%) | "
-        "per seed (%) |", "|---|---|---|---|---|---|---|",
+        "per seed (%) | per alphabet (%) |", "|---|---|---|---|---|---|---|---|",
     ]
     for m, res in summary["accuracy"].items():
         own = [str(s) for s in res["seeds"]]
         per = ", ".join(pct(seeds[s]["classification"][m]["accuracy"]) for s in own)
         changed = ", ".join(f"{k}={v}" for k, v in row_spec(m, args)[2].items()) or "-"
+        alphabets = ", ".join(f"{a} {pct(v['mean'])} ± {pct(v['sd'])}"
+                              + (f" ({v['seeds']} seeds)" if v["seeds"] != len(own) else "")
+                              for a, v in res["per_alphabet"].items()) or "not measured"
         lines.append(f"| {m} | {changed} | {', '.join(own)} | "
                      f"{seeds[own[0]]['classification'][m]['updates']} | {res['train_s']:.0f} | "
-                     f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} |")
+                     f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} | {alphabets} |")
     if pre:
         # The pre-training key holds the data settings: rows whose base configs differ there
         # (ProtoNet's affine jitter) pre-train a G each.

@@ -50,6 +50,9 @@ def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
     row = rows[0]
     assert {"accuracy", "baseline_accuracy", "paired_diff", "paired_diff_ci95"} <= set(row)
     assert row["paired_diff"] == 0.0 and row["accuracy"] == row["baseline_accuracy"]
+    raw = json.loads((tmp_path / "a" / "raw.json").read_text())["seeds"]["0"]["classification"]
+    alphabets = raw["ProtoNet"]["per_alphabet"]
+    assert set(alphabets) == {"Greek", "Latin"} and all(0 <= v <= 1 for v in alphabets.values())
     doc = bench.read_text()
     assert doc.startswith("intro\n") and doc.endswith("after\n") and "old table" not in doc
     assert "| no fakes | gan.augment=0 | 0 |" in doc
