@@ -66,6 +66,7 @@ def run_search(space: Path, seed: int, budget_s: float, storage: Path, extra: li
     subprocess.run(cmd, check=True, cwd=ROOT)
     out = json.loads(summary.read_text())
     out["search_wall_s"] = time.perf_counter() - start
+    summary.write_text(json.dumps(out, indent=2, default=str))  # kept for a reuse
     return out
 
 
@@ -106,6 +107,9 @@ def seed_from_summary(tests: TestEvaluations, summary: Path) -> None:
         if "checkpoint" in r or search.is_file():
             checkpoint = r.get("checkpoint") or json.loads(search.read_text())["best_checkpoint"]
             found.append((checkpoint, r["test"]))
+        if search.is_file() and "search_wall_s" not in json.loads(search.read_text()):
+            search.write_text(json.dumps({**json.loads(search.read_text()),
+                                          "search_wall_s": r["search_wall_s"]}, indent=2))
     for checkpoint, result in found:
         tests.known.setdefault(tests.key(checkpoint), result)
     tests.path.write_text(json.dumps(tests.known, indent=2))
