@@ -19,6 +19,12 @@ class ConfigError(ValueError):
     """Bad user input: a malformed file, an unknown key, a wrong type or an impossible value."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for a message: its first line, else its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how they are split into meta-train / meta-val / meta-test."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import latest, load_checkpoint, save_checkpoint, write_text_atomic
-from .config import Config, ConfigError, build_config, to_dict, yaml_text
+from .config import Config, ConfigError, build_config, first_line, to_dict, yaml_text
 from .loop import Diverged, EpisodeLoop, build_method
 from .meta import Method
 from .records import parse_records
@@ -178,8 +178,7 @@ def load_module(path: str | Path, device: str | None = None) -> tuple[Config, Me
     try:
         method.load_state_dict(state["method"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{path}: the state does not fit its config.yaml ({first})") from None
+        raise ConfigError(f"{path}: the state does not fit its config.yaml ({first_line(e)})") from None
     return cfg, method, path
 
 
@@ -188,5 +187,4 @@ def restore(loop: EpisodeLoop, state: dict[str, Any], where: Path) -> None:
     try:
         loop.load_state_dict(state)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{where}: the state does not fit its config.yaml ({first})") from None
+        raise ConfigError(f"{where}: the state does not fit its config.yaml ({first_line(e)})") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, first_line
 from ..confirm import confirm_best
 from ..results import (
     TRIAL_NAME,
@@ -343,8 +343,7 @@ def confirm(spec: SearchSpec, storage: Storage, name: str) -> None:
         confirm_best(Experiment(storage, name, on_damaged=warn), spec.search.confirm_top,
                      spec.search.confirm_episodes, device)
     except (ConfigError, StorageError, OSError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        warn(f"search {name}: re-scoring the top trials failed ({first}); the search's own "
+        warn(f"search {name}: re-scoring the top trials failed ({first_line(e, 300)}); the search's own "
              "reports rank its trials")
 
 
