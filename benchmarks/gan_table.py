@@ -570,9 +570,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # Settings that may differ between raw files merged into one table (each process its seeds
-# or its rows).
+# or its rows; with --gen-run, each seed its own meta-trained run; --grid only draws a picture).
 PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge", "methods", "extra", "json",
-               "benchmarks", "section", "generation"}
+               "benchmarks", "section", "generation", "gen_run", "grid"}
 
 
 def merge_raw(paths: list[str]) -> dict[str, Any]:

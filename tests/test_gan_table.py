@@ -75,3 +75,27 @@ def test_a_malformed_ablation_row_is_refused_before_training(
         gan_table.parse_args(["--extra", extra])
     assert exit_info.value.code == 2
     assert "--extra" in capsys.readouterr().err
+
+
+def test_merge_takes_each_seeds_own_gen_run_and_refuses_other_differences(
+        gan_table: ModuleType, tmp_path: Path) -> None:
+    """Seeds scored apart, each from its own meta-trained run (--gen-run) and one with --grid,
+    merge into one table over both seeds; files whose training settings differ do not."""
+    gan_table.main([*QUICK, "--methods", "ProtoNet", "--out", str(tmp_path / "a")])
+    raw = json.loads((tmp_path / "a" / "raw.json").read_text())
+    raw["settings"].update(gen_run="/runs/seed0", grid=True)
+    (tmp_path / "seed0.json").write_text(json.dumps(raw))
+    raw["seeds"] = {"1": raw["seeds"].pop("0")}
+    raw["settings"].update(gen_run="/runs/seed1", grid=False, seeds=[1])
+    (tmp_path / "seed1.json").write_text(json.dumps(raw))
+    gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "seed1.json"),
+                    "--out", str(tmp_path / "m")])
+    merged = json.loads((tmp_path / "m" / "raw.json").read_text())
+    assert merged["settings"]["seeds"] == [0, 1]
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert "ProtoNet" in json.dumps(summary)
+    raw["settings"]["updates"] += 1
+    (tmp_path / "other.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match=r"settings differ .*\(updates\)"):
+        gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "other.json"),
+                        "--out", str(tmp_path / "m2")])
