@@ -8,7 +8,8 @@ fewshot_gan (gan/fewshot.py, FIGR's settings of configs/fewshot_gan.yaml: Reptil
 WGAN-GP inner loop) is measured the same way: its batched meta-iteration (every character of
 the meta-batch in one vmap, the penalty by torch.func) against a loop over characters that
 copies G and D, runs the inner loop with torch.optim.SGD and torch.autograd (the penalty by
-autograd.grad, as FIGR's code) and accumulates the Reptile direction, then one Adam step. A
+autograd.grad, as FIGR's code; metagan/gan/reference.py, the loop the tests check the batched
+one against) and accumulates the Reptile direction, then one Adam step. A
 task there is one character (meta-batch x ways of them).
 
     python benchmarks/throughput.py [--queries 1] [--meta-batch 32] [--iterations 5]
@@ -31,8 +32,8 @@ from torch.func import functional_call
 from metagan.config import DataConfig, MetaConfig, load_config
 from metagan.data import load_splits
 from metagan.data.episodes import Episode, TaskSampler
-from metagan.gan.fewshot import FewShotGan, class_sets, to_signed
-from metagan.gan.losses import LOSSES, gradient_penalty
+from metagan.gan.fewshot import FewShotGan
+from metagan.gan.reference import per_task_meta_step
 from metagan.meta import REGISTRY, build_learner
 from metagan.meta.base import make_optimizer
 from metagan.meta.protonet import prototypes, squared_distance_logits
@@ -82,40 +83,6 @@ def per_task_step(name: str, model: Conv4, cfg: MetaConfig, ep: Episode) -> None
             (F.cross_entropy(logits, ep.query_y[b]) / b_total).backward()
 
 
-def fewshot_per_task_step(gan: FewShotGan, episode: Episode) -> None:
-    """One Reptile meta-iteration of the few-shot GAN, one character at a time over copies of
-    G and D; leaves theta - mean(phi) in .grad."""
-    g_cfg = gan.cfg.gan
-    d_loss_fn, g_loss_fn = LOSSES[g_cfg.loss]
-    gp_weight = g_cfg.gp_weight if g_cfg.loss == "wasserstein" else 0.0
-    tasks = class_sets(episode)
-    n_tasks, m = tasks.shape[:2]
-    params = list(gan.generator.parameters()) + list(gan.discriminator.parameters())
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    for t in range(n_tasks):
-        g, d = copy.deepcopy(gan.generator), copy.deepcopy(gan.discriminator)
-        g_opt = torch.optim.SGD(g.parameters(), lr=g_cfg.inner_lr)
-        d_opt = torch.optim.SGD(d.parameters(), lr=g_cfg.inner_lr)
-        real = to_signed(tasks[t])
-        cond = (real[:episode.shots],) if g_cfg.condition == "set" else ()
-        for _ in range(g_cfg.inner_steps):
-            z = torch.randn(m, g_cfg.z_dim, device=real.device)
-            fake = g(z, *cond).detach()
-            loss = d_loss_fn(d(real), d(fake))
-            if gp_weight:
-                w = torch.rand(m, device=real.device)
-                loss = loss + gp_weight * gradient_penalty(d, real, fake, w)
-            d_opt.zero_grad()
-            loss.backward()
-            d_opt.step()
-            g_opt.zero_grad()
-            g_loss_fn(d(g(z, *cond))).backward()
-            g_opt.step()
-        for p, q in zip(params, list(g.parameters()) + list(d.parameters())):
-            p.grad += (p.detach() - q.detach()) / n_tasks
-
-
 def fewshot_row(args: argparse.Namespace, device: torch.device) -> None:
     """Print fewshot_gan's batched and per-character tasks/s (configs/fewshot_gan.yaml)."""
     overrides = [f"task.meta_batch={args.fewshot_meta_batch}"] if args.fewshot_meta_batch else []
@@ -130,6 +97,7 @@ def fewshot_row(args: argparse.Namespace, device: torch.device) -> None:
     splits = load_splits(cfg.data)
     episode = TaskSampler(splits.train, t.ways, t.shots, t.queries, 0, device).sample(t.meta_batch)
     characters = t.meta_batch * t.ways
+    noise = torch.Generator().manual_seed(1)
 
     def batched() -> None:
         opt.zero_grad()
@@ -138,7 +106,7 @@ def fewshot_row(args: argparse.Namespace, device: torch.device) -> None:
 
     def per_task() -> None:
         opt.zero_grad()
-        fewshot_per_task_step(gan, episode)
+        per_task_meta_step(gan, episode, noise)
         opt.step()
 
     t_batched = timed(batched, args.iterations)

@@ -20,9 +20,10 @@ from torch.func import functional_call, vmap
 from metagan.config import ConfigError, build_config
 from metagan.data import Splits, load_splits
 from metagan.data.episodes import Episode
-from metagan.gan.fewshot import FewShotGan, class_sets
-from metagan.gan.losses import LOSSES, functional_gradient_penalty, gradient_penalty
+from metagan.gan.fewshot import FewShotGan
+from metagan.gan.losses import functional_gradient_penalty, gradient_penalty
 from metagan.gan.nets import Discriminator, Generator, ResizeConv2d
+from metagan.gan.reference import per_task_meta_step
 from metagan.loop import EpisodeLoop
 
 from .conftest import tiny_data
@@ -197,60 +198,6 @@ def as_double(episode: Episode) -> Episode:
                                query_x=episode.query_x.double())
 
 
-def reference_step(gan: FewShotGan, episode: Episode, rng: torch.Generator) -> None:
-    """One meta-iteration of gan's settings, one task at a time over copies of G and D with
-    torch.optim.SGD and torch.autograd (the penalty by autograd.grad); leaves the
-    meta-gradient in the .grad of gan's weights. Noise from `rng`, drawn as the method draws."""
-    cfg = gan.cfg.gan
-    d_loss_fn, g_loss_fn = LOSSES[cfg.loss]
-    tasks = class_sets(episode)
-    k = episode.shots
-    reptile = cfg.meta_algorithm == "reptile"
-    adapt_on = tasks if reptile else tasks[:, :k]
-    t_all, m = adapt_on.shape[:2]
-    z = torch.randn(t_all, cfg.inner_steps, m, cfg.z_dim, generator=rng).double()
-    eps = torch.rand(t_all, cfg.inner_steps, m, generator=rng).double()
-    if not reptile:
-        n_q = tasks.shape[1] - k
-        z_q = torch.randn(t_all, n_q, cfg.z_dim, generator=rng).double()
-        eps_q = torch.rand(t_all, n_q, generator=rng).double()
-    set_cond = cfg.condition == "set"
-    params = list(gan.generator.parameters()) + list(gan.discriminator.parameters())
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    for t in range(t_all):
-        g, d = copy.deepcopy(gan.generator), copy.deepcopy(gan.discriminator)
-        g_opt = torch.optim.SGD(g.parameters(), lr=cfg.inner_lr)
-        d_opt = torch.optim.SGD(d.parameters(), lr=cfg.inner_lr)
-        real = adapt_on[t] * 2 - 1
-        cond = (real[:k],) if set_cond else ()
-
-        def d_total(x: torch.Tensor, fake: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            loss = d_loss_fn(d(x), d(fake))
-            return loss + cfg.gp_weight * gradient_penalty(d, x, fake, w)
-
-        for s in range(cfg.inner_steps):
-            d_opt.zero_grad()
-            d_total(real, g(z[t, s], *cond).detach(), eps[t, s]).backward()
-            d_opt.step()
-            g_opt.zero_grad()
-            g_loss_fn(d(g(z[t, s], *cond))).backward()
-            g_opt.step()
-        if reptile:  # grad = theta - mean_t phi_t
-            adapted = list(g.parameters()) + list(d.parameters())
-            for p, q in zip(params, adapted):
-                p.grad += (p.detach() - q.detach()) / t_all
-            continue
-        # First-order MAML: the query losses' gradient at phi, applied to theta.
-        q_real = tasks[t, k:] * 2 - 1
-        fake = g(z_q[t], *cond)
-        d_grads = torch.autograd.grad(d_total(q_real, fake.detach(), eps_q[t]),
-                                      list(d.parameters()))
-        g_grads = torch.autograd.grad(g_loss_fn(d(fake)), list(g.parameters()))
-        for p, gr in zip(params, list(g_grads) + list(d_grads)):
-            p.grad += gr / t_all
-
-
 @pytest.mark.parametrize("meta_algorithm, condition", [
     ("reptile", "weights"), ("reptile", "set"), ("fomaml", "weights")])
 def test_batched_meta_iteration_equals_a_per_task_loop(meta_algorithm: str, condition: str,
@@ -269,7 +216,7 @@ def test_batched_meta_iteration_equals_a_per_task_loop(meta_algorithm: str, cond
     batched_grads = [p.grad.clone() for p in phase.params]
     loop.optimizers[phase.name].step()
     # The reference: a loop over tasks, then the same Adam step.
-    reference_step(reference, episode, rng)
+    per_task_meta_step(reference, episode, rng)
     ref_params = dict(reference.named_parameters())
     for (name, _), g in zip(gan.named_parameters(), batched_grads):
         torch.testing.assert_close(g, ref_params[name].grad, rtol=1e-7, atol=1e-9, msg=name)
