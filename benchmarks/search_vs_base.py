@@ -107,9 +107,6 @@ def seed_from_summary(tests: TestEvaluations, summary: Path) -> None:
         if "checkpoint" in r or search.is_file():
             checkpoint = r.get("checkpoint") or json.loads(search.read_text())["best_checkpoint"]
             found.append((checkpoint, r["test"]))
-        if search.is_file() and "search_wall_s" not in json.loads(search.read_text()):
-            search.write_text(json.dumps({**json.loads(search.read_text()),
-                                          "search_wall_s": r["search_wall_s"]}, indent=2))
     for checkpoint, result in found:
         tests.known.setdefault(tests.key(checkpoint), result)
     tests.path.write_text(json.dumps(tests.known, indent=2))
