@@ -5,12 +5,14 @@ Layout of a run directory:
   splits.json      the alphabets (groups) of meta-train / meta-val / meta-test
   metrics.jsonl    one JSON object per logged iteration / evaluation
   checkpoints/last the latest checkpoint (see checkpoint.py)
+  checkpoints/best the checkpoint of the best meta-val evaluation so far (SELECTION)
   result.json      final meta-val and meta-test accuracy (or the divergence record)
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ from .records import parse_records
 from .runner import Runner
 
 LAST = "checkpoints/last"
+BEST = "checkpoints/best"
+# What picks a run's best checkpoint: the first of these meta-val metrics its evaluations report
+# (classifiers: accuracy; the few-shot GAN: per-character KID, its search metric).
+SELECTION = (("val_accuracy", "max"), ("val_kid", "min"))
 
 
 # What `train --resume` may change: how long and where it runs and how often it records.
@@ -53,6 +59,28 @@ class MetricsLog:
         """Append one record."""
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def selected(summary: dict[str, Any]) -> tuple[float, str] | None:
+    """(value, mode) of the selection metric in an evaluation's summary; None if it has none
+    or the value is not finite (a diverged generator's NaN is never the best)."""
+    for key, mode in SELECTION:
+        value = summary.get(key)
+        if isinstance(value, (int, float)):
+            return (float(value), mode) if math.isfinite(value) else None
+    return None
+
+
+def is_better(summary: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Whether an evaluation beats the best checkpoint's (strictly; any beats none)."""
+    new = selected(summary)
+    if new is None:
+        return False
+    old = selected(best) if best is not None else None
+    if old is None:
+        return True
+    (value, mode), (best_value, _) = new, old
+    return value > best_value if mode == "max" else value < best_value
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
@@ -122,12 +150,16 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     write_text_atomic(out / "config.yaml", yaml_text(cfg))
     write_text_atomic(out / "splits.json", json.dumps(loop.splits.groups, indent=2))
     log = MetricsLog(out / "metrics.jsonl", loop.iteration if resume else None)
+    best = load_checkpoint(out / BEST)[2] if resume and latest(out / BEST) is not None else None
     runner = Runner(loop, loop_s)
     while True:
         segment = runner.advance(log.write, on_step)
         if segment.diverged:
             write_text_atomic(out / "result.json", json.dumps(segment.summary, indent=2))
             raise Diverged(segment.summary["reason"])
+        if segment.evaluated and is_better(segment.summary, best):
+            best = segment.summary
+            save_checkpoint(out / BEST, cfg, loop.state_dict(), best)
         if segment.checkpoint:
             save_checkpoint(out / LAST, cfg, loop.state_dict(), segment.summary)
         if segment.done:
