@@ -416,8 +416,14 @@ def summarise(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 **paired({s: acc[a][s] for s in common}, {s: acc[b][s] for s in common})}
     if args.generation:
         for row in seeds[next(iter(seeds))]["generation"]["rows"]:
-            out["generation"][row] = {k: mean_sd([seeds[s]["generation"]["rows"][row][k]
-                                                  for s in seeds]) for k in sorted(GENERATION_KEYS)}
+            per_seed = [seeds[s]["generation"]["rows"][row] for s in seeds]
+            # A generator that diverged on a seed scores NaN there: the means are over the
+            # other seeds, and the row says on how many it diverged.
+            ok = [r for r in per_seed if math.isfinite(r["kid"])]
+            out["generation"][row] = {
+                **{k: mean_sd([r[k] for r in ok]) if ok else (math.nan, math.nan)
+                   for k in sorted(GENERATION_KEYS)},
+                "diverged": len(per_seed) - len(ok), "seeds": len(per_seed)}
     return out
 
 
@@ -496,16 +502,23 @@ def generation_markdown(raw: dict[str, Any], summary: dict[str, Any],
     seeds, s0 = raw["seeds"], raw["seeds"][next(iter(raw["seeds"]))]["generation"]
     emb = {k: mean_sd([seeds[s]["generation"]["embedding"][k] for s in seeds])[0]
            for k in ("one_shot_accuracy", "noise_monotone")}
+    # What each seed's GANs trained (with --gen-run, the run's iterations, not --gen-updates).
+    updates = sorted({seeds[s]["generation"]["updates"] for s in seeds})
     lines = ["", "## Few-shot generation on unseen characters", "",
              f"Adapted to {s0['eval_shots']} drawings of each of {args.characters} meta-test "
              "characters (the same per seed for every row); the meta-learned and pooled GANs "
-             f"trained {args.gen_updates} updates. Per-character metrics (metagan/gan/metrics.py) "
+             f"trained {' / '.join(map(str, updates))} updates. Per-character metrics "
+             "(metagan/gan/metrics.py) "
              "in a ProtoNet embedding trained on meta-train only (its own 5-way 1-shot accuracy "
              f"{pct(emb['one_shot_accuracy'])}%; KID rising with pixel noise in "
              f"{pct(emb['noise_monotone'])}% of seeds). Mean ± sd over seeds.",
              "", "| generator | KID | Frechet | fidelity % (chance %) | novelty | precision | "
              "recall | coverage |", "|---|---|---|---|---|---|---|---|"]
     for row, r in summary["generation"].items():
+        if r.get("diverged"):
+            n, bad = r["seeds"], r["diverged"]
+            row = (f"{row} (diverged on all {n} seeds)" if bad == n
+                   else f"{row} (diverged on {bad} of {n} seeds: the others' mean)")
         cells = [pm(r[k]) for k in ("kid", "frechet_distance")]
         cells.append(f"{pct(r['fidelity'][0])} ± {pct(r['fidelity'][1])} "
                      f"({pct(r['chance_fidelity'][0])})")

@@ -99,3 +99,28 @@ def test_merge_takes_each_seeds_own_gen_run_and_refuses_other_differences(
     with pytest.raises(SystemExit, match=r"settings differ .*\(updates\)"):
         gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "other.json"),
                         "--out", str(tmp_path / "m2")])
+
+
+def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
+        gan_table: ModuleType, tmp_path: Path) -> None:
+    """The generation table of two seeds where one seed's row is NaN (a diverged generator):
+    the row's means are the finite seed's values, and the table names the divergence; the
+    update count printed is what the seeds' GANs trained."""
+    gan_table.main(["--quick", "--threads", "1", "--seeds", "0", "--methods",
+                    "--out", str(tmp_path / "a")])
+    raw = json.loads((tmp_path / "a" / "raw.json").read_text())
+    rows = raw["seeds"]["0"]["generation"]["rows"]
+    assert {"real held-out drawings", "support + affine jitter", "DAGAN G"} <= set(rows)
+    name = next(r for r in rows if r.startswith("pooled-GAN G"))
+    seed1 = json.loads(json.dumps(raw["seeds"]["0"]))
+    seed1["generation"]["rows"][name] = {k: float("nan") for k in rows[name]}
+    raw["seeds"]["1"] = seed1
+    raw["settings"]["seeds"] = [0, 1]
+    (tmp_path / "two.json").write_text(json.dumps(raw))
+    gan_table.main(["--merge", str(tmp_path / "two.json"), "--out", str(tmp_path / "m"),
+                    "--markdown", str(tmp_path / "table.md")])
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())["generation"]
+    assert summary[name]["diverged"] == 1 and summary[name]["kid"] == [rows[name]["kid"], 0.0]
+    table = (tmp_path / "table.md").read_text()
+    assert f"| {name} (diverged on 1 of 2 seeds: the others' mean) |" in table
+    assert f"GANs trained {raw['seeds']['0']['generation']['updates']} updates" in table
