@@ -12,16 +12,18 @@ nothing, which is also why a run's resolved config.yaml, listing every key, stay
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from . import gan  # noqa: F401  (registers the GAN methods)
 from .config import Config, ConfigError, to_dict
 from .gan.metrics import METRIC_KEYS
 from .meta import METHODS, REGISTRY, MetaLearner, Method, register_method
 
-__all__ = ["ACCURACY_KEYS", "DRIVER_READS", "GENERATION_KEYS", "METHODS", "check_reads",
-           "config_keys", "evaluation_keys", "learner_of", "method_of", "reads_of",
-           "register_method"]
+__all__ = ["ACCURACY_KEYS", "DRIVER_READS", "GENERATION_KEYS", "METHODS", "Mode",
+           "check_reads", "config_keys", "evaluation_keys", "learner_of", "method_of", "reads_of",
+           "register_method", "selection_of"]
+
+Mode = Literal["min", "max"]
 
 # What the episode loop and the run read for every method.
 DRIVER_READS = frozenset({"method", "data.*", "task.ways", "task.shots", "task.queries",
@@ -50,6 +52,12 @@ def learner_of(cfg: Config) -> type[MetaLearner] | None:
 def evaluation_keys(method: type[Method]) -> frozenset[str]:
     """The keys `EpisodeLoop.evaluate` returns for a method of this class."""
     return GENERATION_KEYS if method.generates else ACCURACY_KEYS
+
+
+def selection_of(method: type[Method]) -> tuple[str, Mode]:
+    """The meta-val metric that picks a run's best checkpoint and which way is better: a
+    generative method's per-character KID (the few-shot GAN's search metric), else accuracy."""
+    return ("val_kid", "min") if method.generates else ("val_accuracy", "max")
 
 
 def reads_of(cfg: Config) -> frozenset[str]:

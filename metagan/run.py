@@ -5,30 +5,32 @@ Layout of a run directory:
   splits.json      the alphabets (groups) of meta-train / meta-val / meta-test
   metrics.jsonl    one JSON object per logged iteration / evaluation
   checkpoints/last the latest checkpoint (see checkpoint.py)
-  checkpoints/best the checkpoint of the best meta-val evaluation so far (SELECTION)
+  checkpoints/best the checkpoint of the best meta-val evaluation so far (methods.selection_of),
+                   written with the next checkpoint of `last`, so it is never ahead of it
   result.json      final meta-val and meta-test accuracy (or the divergence record)
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import latest, load_checkpoint, save_checkpoint, write_text_atomic
+from .checkpoint import METRICS_FILE, latest, load_checkpoint, save_checkpoint, write_text_atomic
 from .config import Config, ConfigError, build_config, first_line, to_dict, yaml_text
 from .loop import Diverged, EpisodeLoop, build_method
 from .meta import Method
+from .methods import Mode, selection_of
 from .records import parse_records
 from .runner import Runner
 
 LAST = "checkpoints/last"
 BEST = "checkpoints/best"
-# What picks a run's best checkpoint: the first of these meta-val metrics its evaluations report
-# (classifiers: accuracy; the few-shot GAN: per-character KID, its search metric).
-SELECTION = (("val_accuracy", "max"), ("val_kid", "min"))
+log = logging.getLogger(__name__)
 
 
 # What `train --resume` may change: how long and where it runs and how often it records.
@@ -61,26 +63,33 @@ class MetricsLog:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def selected(summary: dict[str, Any]) -> tuple[float, str] | None:
-    """(value, mode) of the selection metric in an evaluation's summary; None if it has none
-    or the value is not finite (a diverged generator's NaN is never the best)."""
-    for key, mode in SELECTION:
-        value = summary.get(key)
-        if isinstance(value, (int, float)):
-            return (float(value), mode) if math.isfinite(value) else None
-    return None
-
-
-def is_better(summary: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Whether an evaluation beats the best checkpoint's (strictly; any beats none)."""
-    new = selected(summary)
-    if new is None:
+def is_better(summary: dict[str, Any], best: dict[str, Any] | None, metric: tuple[str, Mode]
+              ) -> bool:
+    """Whether an evaluation's summary beats the best one on `metric` (key, mode): strictly
+    (a tie keeps the earlier), a finite value beats none, a NaN (a diverged generator) nothing."""
+    key, mode = metric
+    value = summary.get(key)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
-    old = selected(best) if best is not None else None
-    if old is None:
+    old = None if best is None else best.get(key)
+    if not isinstance(old, (int, float)) or not math.isfinite(old):
         return True
-    (value, mode), (best_value, _) = new, old
-    return value > best_value if mode == "max" else value < best_value
+    return value > old if mode == "max" else value < old
+
+
+def stored_best(out: Path) -> dict[str, Any] | None:
+    """The evaluation summary of a run's best checkpoint; None when it has none, or when it is
+    damaged (a warning: resuming needs only `last`, and the next better evaluation replaces it)."""
+    found = latest(out / BEST)
+    if found is None:
+        return None
+    try:
+        summary: dict[str, Any] = json.loads((found / METRICS_FILE).read_text())
+        return summary
+    except (OSError, ValueError) as e:
+        log.warning("%s: damaged (%s); the best checkpoint starts again from the resumed run",
+                    found / METRICS_FILE, type(e).__name__)
+        return None
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
@@ -131,6 +140,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
     """Meta-train `cfg` into `out` (continuing its last checkpoint when `resume`); final metrics.
 
     When resuming, `cfg` is the run's config, possibly with overrides (e.g. more iterations).
+    Checkpoints: `last` at every schedule.checkpoint_every and at the end; `best` (the best
+    meta-val evaluation so far) written with them.
     """
     out = Path(out)
     prepare_run_dir(out, resume)
@@ -149,18 +160,25 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
         loop_s = float(stored.get("loop_s", 0.0))
     write_text_atomic(out / "config.yaml", yaml_text(cfg))
     write_text_atomic(out / "splits.json", json.dumps(loop.splits.groups, indent=2))
-    log = MetricsLog(out / "metrics.jsonl", loop.iteration if resume else None)
-    best = load_checkpoint(out / BEST)[2] if resume and latest(out / BEST) is not None else None
+    metrics = MetricsLog(out / "metrics.jsonl", loop.iteration if resume else None)
+    metric = selection_of(type(loop.method))
+    best = stored_best(out) if resume else None
+    # A better evaluation between checkpoints is held (a copy of the state) and written just
+    # before the next `last`: a run killed in between resumes from `last` and meets it again.
+    pending: tuple[dict[str, Any], dict[str, Any]] | None = None
     runner = Runner(loop, loop_s)
     while True:
-        segment = runner.advance(log.write, on_step)
+        segment = runner.advance(metrics.write, on_step)
         if segment.diverged:
             write_text_atomic(out / "result.json", json.dumps(segment.summary, indent=2))
             raise Diverged(segment.summary["reason"])
-        if segment.evaluated and is_better(segment.summary, best):
+        if segment.evaluated and is_better(segment.summary, best, metric):
             best = segment.summary
-            save_checkpoint(out / BEST, cfg, loop.state_dict(), best)
+            pending = (copy.deepcopy(loop.state_dict()), best)
         if segment.checkpoint:
+            if pending is not None:
+                save_checkpoint(out / BEST, cfg, *pending)
+                pending = None
             save_checkpoint(out / LAST, cfg, loop.state_dict(), segment.summary)
         if segment.done:
             break
@@ -175,7 +193,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False,
         # (A folder's groups are its classes, one each: it has no alphabets to report.)
         per_alphabet = max(1, cfg.schedule.test_episodes // len(set(loop.splits.test.groups)))
         result["test_per_alphabet"] = loop.evaluate_per_group("test", per_alphabet)
-    log.write(result)
+    metrics.write(result)
     write_text_atomic(out / "result.json", json.dumps(result, indent=2))
     save_checkpoint(out / LAST, cfg, loop.state_dict(), result)
     return result

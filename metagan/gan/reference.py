@@ -28,12 +28,16 @@ def per_task_meta_step(gan: FewShotGan, episode: Episode, rng: torch.Generator) 
     reptile = cfg.meta_algorithm == "reptile"
     adapt_on = tasks if reptile else tasks[:, :k]
     t_all, m = adapt_on.shape[:2]
-    z = torch.randn(t_all, cfg.inner_steps, m, cfg.z_dim, generator=rng).to(tasks)
-    eps = torch.rand(t_all, cfg.inner_steps, m, generator=rng).to(tasks)
+
+    def noise(*shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # As FewShotGan._noise: z, then the penalty's weights only when there is a penalty.
+        z = torch.randn(*shape, cfg.z_dim, generator=rng).to(tasks)
+        eps = torch.rand(*shape, generator=rng) if gp_weight else torch.zeros(shape)
+        return z, eps.to(tasks)
+
+    z, eps = noise(t_all, cfg.inner_steps, m)
     if not reptile:
-        n_q = tasks.shape[1] - k
-        z_q = torch.randn(t_all, n_q, cfg.z_dim, generator=rng).to(tasks)
-        eps_q = torch.rand(t_all, n_q, generator=rng).to(tasks)
+        z_q, eps_q = noise(t_all, tasks.shape[1] - k)
     set_cond = cfg.condition == "set"
     params = list(gan.generator.parameters()) + list(gan.discriminator.parameters())
     meta_grads = [torch.zeros_like(p) for p in params]
