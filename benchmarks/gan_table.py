@@ -308,6 +308,16 @@ def generators(fs: EpisodeLoop, fresh: EpisodeLoop, pooled: FewShotGan,
     return rows
 
 
+def learned_as(cfg: Config) -> dict[str, Any]:
+    """What a seed's meta-learned GAN was: its config less the seed, length and schedule (seeds
+    merged into one table must agree on it)."""
+    data = to_dict(cfg)
+    data.pop("schedule")
+    data["train"] = {k: v for k, v in data["train"].items()
+                     if k not in ("seed", "iterations", "threads", "device")}
+    return data
+
+
 def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits],
                    others: dict[str, EpisodeLoop]) -> dict[str, Any]:
     """Train the meta-learned and pooled GANs of a seed and score every generation row."""
@@ -332,6 +342,7 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
     common = {"split": "test", "characters": args.characters, "seed": seed, "embed": embed}
     out: dict[str, Any] = {"fewshot_train_s": fs_s, "pooled_train_s": pooled_s,
                            "updates": args.gen_updates, "eval_shots": cfg.gan.eval_shots,
+                           "learned_as": learned_as(cfg),
                            "embedding": validate_embedding(cfg, splits, **common,
                                                            episodes=min(args.episodes, 200))}
     rows = {}
@@ -421,7 +432,7 @@ def summarise(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             # other seeds, and the row says on how many it diverged.
             ok = [r for r in per_seed if math.isfinite(r["kid"])]
             out["generation"][row] = {
-                **{k: mean_sd([r[k] for r in ok]) if ok else (math.nan, math.nan)
+                **{k: mean_sd([r[k] for r in ok]) if ok else (None, None)
                    for k in sorted(GENERATION_KEYS)},
                 "diverged": len(per_seed) - len(ok), "seeds": len(per_seed)}
     return out
@@ -517,19 +528,21 @@ def generation_markdown(raw: dict[str, Any], summary: dict[str, Any],
     for row, r in summary["generation"].items():
         if r.get("diverged"):
             n, bad = r["seeds"], r["diverged"]
-            row = (f"{row} (diverged on all {n} seeds)" if bad == n
+            row = (f"{row} (diverged{f' on all {n} seeds' if n > 1 else ''})" if bad == n
                    else f"{row} (diverged on {bad} of {n} seeds: the others' mean)")
         cells = [pm(r[k]) for k in ("kid", "frechet_distance")]
-        cells.append(f"{pct(r['fidelity'][0])} ± {pct(r['fidelity'][1])} "
+        cells.append("n/a" if r["fidelity"][0] is None else
+                     f"{pct(r['fidelity'][0])} ± {pct(r['fidelity'][1])} "
                      f"({pct(r['chance_fidelity'][0])})")
         cells += [pm(r[k]) for k in ("novelty", "precision", "recall", "diversity")]
         lines.append(f"| {row} | {' | '.join(cells)} |")
     return lines
 
 
-def pm(mean_and_sd: tuple[float, float]) -> str:
-    """'mean ± sd' to three significant digits."""
-    return f"{mean_and_sd[0]:.3g} ± {mean_and_sd[1]:.2g}"
+def pm(mean_and_sd: tuple[float | None, float | None]) -> str:
+    """'mean ± sd' to three significant digits ('n/a' for a row diverged on every seed)."""
+    mean, sd = mean_and_sd
+    return "n/a" if mean is None or sd is None else f"{mean:.3g} ± {sd:.2g}"
 
 
 # -- driver -----------------------------------------------------------------------------------------
@@ -605,6 +618,8 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
         theirs = {k: v for k, v in raw["settings"].items() if k not in PER_PROCESS}
         # A setting a file predates (absent) is its default, None.
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if bool(merged["settings"].get("gen_run")) != bool(raw["settings"].get("gen_run")):
+            differ.append("gen_run: a meta-trained run in one file, a GAN trained here in the other")
         if differ:
             sys.exit(f"error: {path}: settings differ from {paths[0]} ({', '.join(differ)})")
         for seed, res in raw["seeds"].items():
@@ -622,6 +637,11 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
         settings["generation"] = settings["generation"] and raw["settings"]["generation"]
         settings["merged_from"].append(raw["settings"]["argv"])
     assert merged is not None
+    generations = [r["generation"] for r in merged["seeds"].values() if "generation" in r]
+    for key in ("eval_shots", "learned_as"):  # (files before learned_as existed lack it)
+        if len({json.dumps(g[key], sort_keys=True) for g in generations if key in g}) > 1:
+            sys.exit(f"error: the seeds' generation results differ in {key}: one table needs "
+                     "one few-shot GAN config")
     merged["settings"]["seeds"] = sorted(int(s) for s in merged["seeds"])
     return merged
 

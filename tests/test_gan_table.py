@@ -94,11 +94,16 @@ def test_merge_takes_each_seeds_own_gen_run_and_refuses_other_differences(
     assert merged["settings"]["seeds"] == [0, 1]
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert "ProtoNet" in json.dumps(summary)
-    raw["settings"]["updates"] += 1
+    raw["settings"]["gen_run"] = None  # a GAN trained by the script, not a meta-trained run
+    (tmp_path / "trained_here.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match=r"settings differ .*gen_run: a meta-trained run"):
+        gan_table.main(["--merge", str(tmp_path / "seed0.json"),
+                        str(tmp_path / "trained_here.json"), "--out", str(tmp_path / "m2")])
+    raw["settings"].update(gen_run="/runs/seed1", updates=raw["settings"]["updates"] + 1)
     (tmp_path / "other.json").write_text(json.dumps(raw))
     with pytest.raises(SystemExit, match=r"settings differ .*\(updates\)"):
         gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "other.json"),
-                        "--out", str(tmp_path / "m2")])
+                        "--out", str(tmp_path / "m3")])
 
 
 def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
@@ -124,3 +129,7 @@ def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
     table = (tmp_path / "table.md").read_text()
     assert f"| {name} (diverged on 1 of 2 seeds: the others' mean) |" in table
     assert f"GANs trained {raw['seeds']['0']['generation']['updates']} updates" in table
+    seed1["generation"]["eval_shots"] += 1  # another few-shot GAN config: not one table
+    (tmp_path / "two.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match="differ in eval_shots"):
+        gan_table.main(["--merge", str(tmp_path / "two.json"), "--out", str(tmp_path / "m2")])
