@@ -451,9 +451,6 @@ def half(x: float | None) -> str:
 
 def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report of a run."""
-    seeds = raw["seeds"]
-    pre = [max(r.get("gan_pretrain_s", 0.0) for r in seeds[s]["classification"].values())
-           for s in seeds if any(row_spec(m, args)[1] == "dagan" for m in seeds[s]["classification"])]
     lines = [
         "# GAN x meta-learning at equal meta-learner updates", "",
         " + ".join(f"`python benchmarks/gan_table.py {shlex.join(a)}`"
@@ -461,6 +458,21 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
         + (" (merged with --merge)" if "merged_from" in raw["settings"] else "") + " on "
         f"{raw['settings']['threads']} CPU threads ({raw['settings']['cpu']}), torch "
         f"{raw['settings']['torch']}. Meta-test alphabets: {', '.join(raw['settings']['test_groups'])}.",
+    ]
+    if summary["accuracy"]:  # (a generation-only run has no classification rows)
+        lines += classification_markdown(raw, summary, args)
+    if summary["generation"]:
+        lines += generation_markdown(raw, summary, args)
+    return "\n".join(lines) + "\n"
+
+
+def classification_markdown(raw: dict[str, Any], summary: dict[str, Any],
+                            args: argparse.Namespace) -> list[str]:
+    """The classification rows, DAGAN's pre-training and the paired differences."""
+    seeds = raw["seeds"]
+    pre = [max(r.get("gan_pretrain_s", 0.0) for r in seeds[s]["classification"].values())
+           for s in seeds if any(row_spec(m, args)[1] == "dagan" for m in seeds[s]["classification"])]
+    lines = [
         "",
         f"5-way 1-shot, {args.queries} queries per class, {args.episodes} meta-test episodes per "
         f"seed, the same episodes for every method of a seed; {args.updates} meta-learner updates "
@@ -502,9 +514,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], args: argparse.Namesp
             p = "n/a" if r["p_paired_t"] is None else f"{r['p_paired_t']:.2g}"
             lines.append(f"| {name} | {pct(r['mean_difference'], True)} | {half(r['ci95_episodes'])} | "
                          f"{p} | {half(r['ci95_seeds'])} | {r['seeds_better']}/{len(r['per_seed'])} |")
-    if summary["generation"]:
-        lines += generation_markdown(raw, summary, args)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def generation_markdown(raw: dict[str, Any], summary: dict[str, Any],
