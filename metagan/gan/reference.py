@@ -22,7 +22,7 @@ def per_task_meta_step(gan: FewShotGan, episode: Episode, rng: torch.Generator) 
     order and shapes the batched method draws it, so both see the same noise."""
     cfg = gan.cfg.gan
     d_loss_fn, g_loss_fn = LOSSES[cfg.loss]
-    gp_weight = cfg.gp_weight if cfg.loss == "wasserstein" else 0.0
+    gp_weight = gan.gp_weight  # the method's own: 0 without a Wasserstein loss
     tasks = class_sets(episode)
     k = episode.shots
     reptile = cfg.meta_algorithm == "reptile"
