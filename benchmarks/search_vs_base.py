@@ -162,7 +162,8 @@ def main() -> None:
         row = {"seed": seed, "best_trial": found["best_trial"], "best_val": found["best_value"],
                "best_params": found["best_params"], "best_iteration": found["best_iteration"],
                "checkpoint": found["best_checkpoint"], "test": test,
-               "search_wall_s": found["search_wall_s"],
+               # None for a summary stored before the script timed its searches
+               "search_wall_s": found.get("search_wall_s"),
                "beats_base": test["accuracy"] >= base["test"]["accuracy"]}
         if args.confirm_top:
             record = confirmed_pick(storage, search_name(args.space, seed), args.confirm_top,

@@ -133,3 +133,17 @@ def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
     (tmp_path / "two.json").write_text(json.dumps(raw))
     with pytest.raises(SystemExit, match="differ in eval_shots"):
         gan_table.main(["--merge", str(tmp_path / "two.json"), "--out", str(tmp_path / "m2")])
+
+
+def test_the_embedding_line_prints_the_noise_response_level_by_level(gan_table: ModuleType
+                                                                       ) -> None:
+    """The generation table's embedding line gives the KID at each noise level (mean over
+    seeds, levels in order of strength) and counts the seeds whose KID rose at every level, so a
+    dip at strong noise is shown, not hidden in a share."""
+    seeds = [{"one_shot_accuracy": 0.9, "noise_kid_0": 0.0, "noise_kid_10": 0.2,
+              "noise_kid_50": 0.3, "noise_kid_25": 0.4, "noise_monotone": 0.0},
+             {"one_shot_accuracy": 0.9, "noise_kid_0": 0.0, "noise_kid_10": 0.1,
+              "noise_kid_50": 0.5, "noise_kid_25": 0.2, "noise_monotone": 1.0}]
+    line = gan_table.noise_response(seeds)
+    assert "std 0 / 0.1 / 0.25 / 0.5: 0 / 0.15 / 0.3 / 0.4" in line
+    assert line.endswith("rising at every level on 1 of 2 seeds")
