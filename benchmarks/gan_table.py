@@ -66,7 +66,7 @@ from metagan.gan.evaluation import (
     real_baseline,
     validate_embedding,
 )
-from metagan.gan.fewshot import FewShotGan
+from metagan.gan.fewshot import FewShotGan, to_signed
 from metagan.gan.grid import save_character_grid
 from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
 from metagan.meta import Method
@@ -250,25 +250,37 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
 
 
 # -- generation -------------------------------------------------------------------------------------
+def pooled_gan_config(cfg: Config) -> Config:
+    """The pooled GAN's config: the meta-learned pair's, with an unconditional G (a GAN of all
+    characters has no character's drawings to read)."""
+    return build_config({**to_dict(cfg), "gan": {**to_dict(cfg.gan), "condition": "weights"}})
+
+
 def train_pooled_gan(cfg: Config, splits: Splits, updates: int) -> tuple[FewShotGan, float]:
-    """FewShotGan's G and D (same initial weights as the meta-learned pair of the seed) trained
-    as one plain GAN on batches of all meta-train drawings pooled, for `updates` D+G updates."""
+    """FewShotGan's G and D (same initial weights as the meta-learned pair of the seed, G
+    unconditional) trained as one plain GAN on batches of all meta-train drawings pooled, for
+    `updates` D+G updates: the pair's own objective (its D loss with the gradient penalty, on
+    images in G's [-1, 1]) and its outer optimiser (Adam at optim.lr, betas gan.beta1/beta2)."""
+    cfg = pooled_gan_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         gan = FewShotGan.build(cfg, None)
         assert isinstance(gan, FewShotGan)
     g, t = cfg.gan, cfg.task
-    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=g.d_lr, betas=(g.beta1, g.beta2))
-    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=g.g_lr, betas=(g.beta1, g.beta2))
-    images = torch.from_numpy(splits.train.images).float().div(255).unsqueeze(1)
+    betas = (g.beta1, g.beta2)
+    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=cfg.optim.lr, betas=betas)
+    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=cfg.optim.lr, betas=betas)
+    images = to_signed(torch.from_numpy(splits.train.images).float().div(255).unsqueeze(1))
     batch = t.meta_batch * t.ways * (t.shots + t.queries)  # the drawings of one meta-iteration
     rng = torch.Generator().manual_seed(cfg.train.seed)
+    d_params = dict(gan.discriminator.named_parameters())
     start = time.perf_counter()
     for _ in range(updates):
         real = images[torch.randint(len(images), (batch,), generator=rng)]
         z = torch.randn(batch, g.z_dim, generator=rng)
+        eps = torch.rand(batch, generator=rng)  # the penalty's interpolation weights
         fake = gan.generator(z)
-        d_loss = gan.d_loss(gan.discriminator(real), gan.discriminator(fake.detach()))
+        d_loss = gan.critic_objective(d_params, real, fake.detach(), eps)
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()

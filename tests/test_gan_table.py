@@ -147,3 +147,34 @@ def test_the_embedding_line_prints_the_noise_response_level_by_level(gan_table: 
     line = gan_table.noise_response(seeds)
     assert "std 0 / 0.1 / 0.25 / 0.5: 0 / 0.15 / 0.3 / 0.4" in line
     assert line.endswith("rising at every level on 1 of 2 seeds")
+
+
+def test_the_pooled_gan_baseline_trains_on_gs_range_with_an_unconditional_g(
+        gan_table: ModuleType) -> None:
+    """The pooled-GAN baseline of a set-conditioned run builds an unconditional G (it failed
+    before: SetGenerator needs drawings), and its critic reads real drawings in G's [-1, 1],
+    as the meta-learned pair's does (they were fed in [0, 1] beside fakes in [-1, 1])."""
+    from metagan.config import load_config
+    from metagan.data import load_splits
+    from metagan.gan.nets import Discriminator
+
+    cfg = load_config(ROOT / "configs" / "fewshot_gan.yaml",
+                      ["gan.condition=set", "task.meta_batch=1", "gan.width=8"])
+    seen: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, Discriminator):
+            seen.append(args[0].detach())
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        gan, _ = gan_table.train_pooled_gan(cfg, load_splits(cfg.data), 2)
+    finally:
+        hook.remove()
+    assert gan.cfg.gan.condition == "weights"
+    assert seen and all(float(x.min()) >= -1.0 and float(x.max()) <= 1.0 for x in seen)
+    assert min(float(x.min()) for x in seen) < -0.99  # the drawings' background, mapped to -1
+    support = torch.from_numpy(load_splits(cfg.data).test.images[:5]).float().div(255)
+    samples = gan.adapt_and_sample(support.view(1, 5, 1, *support.shape[1:]), 3, 1,
+                                   torch.Generator().manual_seed(0))
+    assert samples.shape == (1, 3, 1, *support.shape[1:]) and torch.isfinite(samples).all()

@@ -146,10 +146,11 @@ class FewShotGan(SeededNoise, Method):
         """D under d_params: images [n, C, H, W] in [-1, 1] -> scores [n]."""
         return lambda x: functional_call(self.discriminator, d_params, (x,))
 
-    def _d_objective(self, d_params: Params, real: torch.Tensor, fake: torch.Tensor,
-                     weight: torch.Tensor) -> torch.Tensor:
-        """D's loss on one task, with the gradient penalty at interpolates of weight [n] (WGAN-GP;
-        one interpolate per real image, the fakes as many as the reals)."""
+    def critic_objective(self, d_params: Params, real: torch.Tensor, fake: torch.Tensor,
+                         weight: torch.Tensor) -> torch.Tensor:
+        """D's loss on one task's (or any one batch's) real and fake images in [-1, 1], with the
+        gradient penalty at interpolates of weight [n] (WGAN-GP; one interpolate per real image,
+        the fakes as many as the reals)."""
         critic = self._critic(d_params)
         loss = self.d_loss(critic(real), critic(fake))
         if self.gp_weight:
@@ -172,7 +173,7 @@ class FewShotGan(SeededNoise, Method):
         def d_objective(dp: Params, gp: Params, zs: torch.Tensor, w: torch.Tensor
                         ) -> torch.Tensor:
             fake = self._generate(gp, zs, drawings).detach()
-            return self._d_objective(dp, real, fake, w)
+            return self.critic_objective(dp, real, fake, w)
 
         def g_objective(gp: Params, dp: Params, zs: torch.Tensor) -> torch.Tensor:
             return self.g_loss(self._critic(dp)(self._generate(gp, zs, drawings)))
@@ -260,7 +261,7 @@ class FewShotGan(SeededNoise, Method):
         def losses(gp: Params, dp: Params, x: torch.Tensor, s: torch.Tensor, zz: torch.Tensor,
                    w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             fake = self._generate(gp, zz, s)
-            d_loss = self._d_objective(dp, x, fake.detach(), w)
+            d_loss = self.critic_objective(dp, x, fake.detach(), w)
             g_loss = self.g_loss(self._critic({n: v.detach() for n, v in dp.items()})(fake))
             return d_loss, g_loss
 
