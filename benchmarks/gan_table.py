@@ -22,9 +22,11 @@
    per-seed mean differences (which also carries the training-seed variance).
 
 2. Generation on unseen characters (configs/fewshot_gan.yaml): the meta-learned GAN after
-   0/1/5/20 adaptation steps on gan.eval_shots drawings, beside the same G never trained, a GAN
-   trained on all meta-train drawings pooled and fine-tuned by the same steps, DAGAN's and
-   MetaGAN's generators, the support drawings under random affine jitter and real held-out
+   0/1/10/50 adaptation steps (STEPS) on gan.eval_shots drawings, beside the same G never
+   trained, a GAN trained on all meta-train drawings pooled (the pair's own objective and
+   optimiser, G unconditional) and fine-tuned by the same steps, DAGAN's generator, MetaGAN's
+   (only when its classification row runs in the same process: it is not stored), the
+   support drawings under random affine jitter and real held-out
    drawings (real_baseline); per-character metrics of evaluate_generation, on the same
    characters for every row of a seed, mean and sd over seeds.
 
