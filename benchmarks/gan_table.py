@@ -252,6 +252,11 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
 
 
 # -- generation -------------------------------------------------------------------------------------
+# How the pooled-GAN baseline is trained; merges refuse seeds trained by different recipes
+# (files without it predate the fix that gave the critic G's range and the gradient penalty).
+POOLED_GAN_RECIPE = "pair-objective"
+
+
 def pooled_gan_config(cfg: Config) -> Config:
     """The pooled GAN's config: the meta-learned pair's, with an unconditional G (a GAN of all
     characters has no character's drawings to read)."""
@@ -360,6 +365,7 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
     common = {"split": "test", "characters": args.characters, "seed": seed, "embed": embed}
     out: dict[str, Any] = {"fewshot_train_s": fs_s, "pooled_train_s": pooled_s,
                            "updates": args.gen_updates, "eval_shots": cfg.gan.eval_shots,
+                           "pooled_gan": POOLED_GAN_RECIPE,
                            "learned_as": learned_as(cfg),
                            "embedding": validate_embedding(cfg, splits, **common,
                                                            episodes=min(args.episodes, 200))}
@@ -692,6 +698,9 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
         if len({json.dumps(g[key], sort_keys=True) for g in generations if key in g}) > 1:
             sys.exit(f"error: the seeds' generation results differ in {key}: one table needs "
                      "one few-shot GAN config")
+    if len({g.get("pooled_gan") for g in generations}) > 1:
+        sys.exit("error: the seeds' pooled-GAN baselines were trained by different recipes "
+                 "(a file from before the pooled GAN's fix): score those seeds again")
     merged["settings"]["seeds"] = sorted(int(s) for s in merged["seeds"])
     return merged
 

@@ -133,6 +133,11 @@ def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
     (tmp_path / "two.json").write_text(json.dumps(raw))
     with pytest.raises(SystemExit, match="differ in eval_shots"):
         gan_table.main(["--merge", str(tmp_path / "two.json"), "--out", str(tmp_path / "m2")])
+    seed1["generation"]["eval_shots"] -= 1
+    del seed1["generation"]["pooled_gan"]  # a file from before the pooled GAN's fix
+    (tmp_path / "two.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match="pooled-GAN baselines were trained by different"):
+        gan_table.main(["--merge", str(tmp_path / "two.json"), "--out", str(tmp_path / "m4")])
 
 
 def test_the_embedding_line_prints_the_noise_response_level_by_level(gan_table: ModuleType
