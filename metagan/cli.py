@@ -106,12 +106,17 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name}: must be positive, got {value}")
     if args.ways is not None and args.ways < 2:
         raise ConfigError(f"--ways: a task needs at least 2 classes, got {args.ways}")
+    if args.adapt_steps is not None and args.adapt_steps < 0:
+        raise ConfigError(f"--adapt-steps: must be 0 or more, got {args.adapt_steps}")
     if args.within_alphabet and args.shots is not None:
         raise ConfigError("--shots: --within-alphabet tasks are one-shot (one drawing per "
                           "character as support, another as query)")
     loop = load_loop(args.checkpoint)
     cfg = loop.cfg
     generates = loop.method.generates
+    if args.adapt_steps is not None and not generates:
+        raise ConfigError(f"--adapt-steps: method {cfg.method!r} does not generate (it is "
+                          "scored on classification accuracy)")
     if args.within_alphabet:  # one-shot tasks of `ways` characters of one alphabet each
         if generates or not loop.method.classifies:
             raise ConfigError(f"--within-alphabet: method {cfg.method!r} generates; it is "
@@ -137,7 +142,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shots: {per_class} images per class needed (shots + "
                           f"{cfg.task.queries} queries), but a meta-{args.split} class has only "
                           f"{int(images.class_counts().min())}")
-    result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots)
+    result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots,
+                           adapt_steps=args.adapt_steps)
+    if generates:
+        result["adapt_steps"] = (cfg.gan.eval_adapt_steps if args.adapt_steps is None
+                                 else args.adapt_steps)
     result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
                   iteration=loop.iteration)
     print(json.dumps(result, indent=2))
@@ -357,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--within-alphabet", action="store_true",
                    help="one-shot tasks of --ways (20) unrotated characters of one alphabet each "
                    "(Lake et al. 2015); overall and per-alphabet accuracy")
+    e.add_argument("--adapt-steps", type=int, metavar="N",
+                   help="a few-shot generator's adaptation steps per character (default: the "
+                   "run's gan.eval_adapt_steps), to select the length on meta-val")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("sample", help="a PNG grid: real support drawings, then samples")

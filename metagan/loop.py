@@ -144,19 +144,23 @@ class EpisodeLoop:
     @torch.no_grad()
     def evaluate(self, split: str = "val", episodes: int = 600, ways: int | None = None,
                  shots: int | None = None, queries: int | None = None,
-                 group: str | None = None) -> dict[str, float]:
+                 group: str | None = None, adapt_steps: int | None = None) -> dict[str, float]:
         """Mean query accuracy over `episodes` tasks of a split, with its 95% interval.
 
         The tasks depend only on the run's seed and the split, so every evaluation of a run
         sees the same tasks and the training task sequence is left untouched. `group`: tasks of
         that alphabet's classes only (its rotations included when data.rotations), seeded also
-        by the alphabet's name.
+        by the alphabet's name. `adapt_steps`: a generating method's adaptation steps per
+        character (default gan.eval_adapt_steps), so the length can be selected on meta-val.
         """
+        if adapt_steps is not None and not self.method.generates:
+            raise ConfigError(f"adapt_steps: method {self.cfg.method!r} does not generate; "
+                              "only a few-shot generator is adapted per character")
         if self.method.generates:  # declared: evaluated by generation metrics
             if group is not None:
                 raise ConfigError(f"method {self.cfg.method!r} generates: it is scored on "
                                   "generation, not per-alphabet accuracy")
-            return self._evaluate_generation(split, characters=min(episodes, 20))
+            return self._evaluate_generation(split, min(episodes, 20), adapt_steps)
         t = self.cfg.task
         ways = ways or t.eval_ways or t.ways
         shots, queries = shots or t.shots, queries or t.queries
@@ -278,7 +282,8 @@ class EpisodeLoop:
                 "episodes": episodes * len(per), "episodes_per_alphabet": episodes,
                 "ways": ways, "shots": 1, "queries": 1, "alphabets": per, "skipped": skipped}
 
-    def _evaluate_generation(self, split: str, characters: int) -> dict[str, float]:
+    def _evaluate_generation(self, split: str, characters: int,
+                             steps: int | None = None) -> dict[str, float]:
         """Adapt to k drawings of held-out characters, sample, score in the metric embedding."""
         # Here, not at the top: only generating methods need the metrics (and scipy).
         from .gan.evaluation import evaluate_generation, metric_embedding
@@ -286,7 +291,9 @@ class EpisodeLoop:
         if self._embedding is None:  # trained (or read from its cache) once per loop
             self._embedding = metric_embedding(self.cfg, self.splits, self.device)
         rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
-        steps = self.cfg.gan.eval_adapt_steps
+        steps = self.cfg.gan.eval_adapt_steps if steps is None else steps
+        if steps < 0:
+            raise ConfigError(f"adapt_steps: must be 0 or more, got {steps}")
         return evaluate_generation(
             self.cfg, self.splits, lambda s, n: self.method.adapt_and_sample(s, n, steps, rng),
             split, characters=characters, seed=self.cfg.train.seed, device=self.device,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -262,3 +263,38 @@ def test_wgan_gp_with_a_set_resumes_exactly_in_a_fresh_process(splits: Splits,
     resumed = torch.load(tmp_path / "ckpt.resumed.pt", weights_only=True)
     for part in ("method", "optimizers", "sampler"):
         assert_same_state(loop.state_dict()[part], resumed[part], part)
+
+
+# -- the adaptation length, selectable on meta-val -----------------------------------------------
+
+
+def test_evaluate_takes_the_adaptation_length(splits: Splits) -> None:
+    loop = small_loop(splits, **{"gan.eval_adapt_steps": 1})
+    loop.step()
+    default = loop.evaluate("val", 4)
+    assert loop.evaluate("val", 4, adapt_steps=1) == default  # the config's length
+    unadapted = loop.evaluate("val", 4, adapt_steps=0)
+    assert unadapted != default  # the generator really adapted for one step, not for none
+    assert set(unadapted) == set(default)
+    with pytest.raises(ConfigError, match="adapt_steps"):
+        loop.evaluate("val", 4, adapt_steps=-1)
+
+
+@pytest.mark.slow
+def test_cli_evaluate_adapt_steps(tmp_path: Path) -> None:
+    from metagan.run import train
+
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    train(build_config(fewshot_data(**{"train.iterations": 1, "schedule.eval_every": 0,
+                                       "gan.eval_adapt_steps": 1})), out)
+    found = {}
+    for steps in ([], ["--adapt-steps", "0"], ["--adapt-steps", "1"]):
+        r = run_cli("evaluate", str(out), "--episodes", "4", *steps)
+        assert r.returncode == 0, r.stderr
+        found[tuple(steps)] = json.loads(r.stdout)
+    assert [f["adapt_steps"] for f in found.values()] == [1, 0, 1]
+    assert found[()] == found[("--adapt-steps", "1")] != found[("--adapt-steps", "0")]
+    r = run_cli("evaluate", str(out), "--adapt-steps", "-2")
+    assert r.returncode == 2 and "--adapt-steps" in r.stderr

@@ -257,7 +257,8 @@ def test_evaluate_names_a_damaged_checkpoint(place: Path, capsys, damaged: Path,
 @pytest.mark.parametrize("argv, words", [
     (["--ways", "1"], "--ways"), (["--ways", "1000"], "--ways"), (["--ways", "0"], "--ways"),
     (["--shots", "1000"], "--shots"), (["--episodes", "0"], "--episodes"),
-    (["--episodes", "-5"], "--episodes")])
+    (["--episodes", "-5"], "--episodes"), (["--adapt-steps", "3"], "does not generate"),
+    (["--adapt-steps", "-1"], "--adapt-steps")])
 def test_evaluate_refuses_impossible_tasks(place: Path, capsys, argv: list[str],
                                            words: str) -> None:
     refused(place, capsys, ["evaluate", str(place / "run"), *argv], 2, words)
