@@ -22,9 +22,11 @@
    per-seed mean differences (which also carries the training-seed variance).
 
 2. Generation on unseen characters (configs/fewshot_gan.yaml): the meta-learned GAN after
-   0/1/10/50 adaptation steps (STEPS) on gan.eval_shots drawings, beside the same G never
+   --adapt-steps adaptation steps (0/1/10/50 by default; add a length selected on meta-val with
+   `metagan evaluate --adapt-steps`) on gan.eval_shots drawings, beside the same G never
    trained, a GAN trained on all meta-train drawings pooled (the pair's own objective and
-   optimiser, G unconditional) and fine-tuned by the same steps, DAGAN's generator, MetaGAN's
+   optimiser, G unconditional; trained once per seed and key and stored in the data cache,
+   like DAGAN's pre-training) and fine-tuned by the same steps, DAGAN's generator, MetaGAN's
    (only when its classification row runs in the same process: it is not stored), the
    support drawings under random affine jitter and real held-out
    drawings (real_baseline); per-character metrics of evaluate_generation, on the same
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import platform
@@ -60,6 +63,8 @@ import torch
 from metagan.config import Config, ConfigError, build_config, parse_override, read_yaml, to_dict
 from metagan.data import Splits, load_splits
 from metagan.data.episodes import Episode, TaskSampler, random_affine
+from metagan.data.images import default_cache_dir
+from metagan.data.preprocess import data_key
 from metagan.gan.evaluation import (
     Sampler,
     character_sets,
@@ -70,6 +75,8 @@ from metagan.gan.evaluation import (
 )
 from metagan.gan.fewshot import FewShotGan, to_signed
 from metagan.gan.grid import save_character_grid
+from metagan.gan.pretrained import save_atomically
+from metagan.locks import locked
 from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
 from metagan.meta import Method
 from metagan.methods import GENERATION_KEYS
@@ -77,7 +84,7 @@ from metagan.run import load_loop
 from metagan.runtime import tune_allocator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STEPS = (0, 1, 10, 50)  # adaptation steps of the generation rows
+STEPS = (0, 1, 10, 50)  # adaptation steps of the generation rows (default of --adapt-steps)
 EVAL_CHUNK = 50  # meta-test tasks drawn (and scored) per batch: fixed, so tasks never depend on it
 METHODS: dict[str, tuple[str, str | None]] = {  # name: (base config, GAN method or None)
     "ProtoNet": ("protonet", None),
@@ -263,16 +270,52 @@ def pooled_gan_config(cfg: Config) -> Config:
     return build_config({**to_dict(cfg), "gan": {**to_dict(cfg.gan), "condition": "weights"}})
 
 
+def pooled_gan_key(cfg: Config, updates: int) -> str:
+    """The hash of everything the pooled GAN depends on: its config (less where and how fast it
+    runs, and the meta-learned run's schedule and length), the updates and the recipe."""
+    data = to_dict(pooled_gan_config(cfg))
+    data.pop("schedule")
+    data["train"] = {k: v for k, v in data["train"].items()
+                     if k not in ("iterations", "threads", "device")}
+    data["data"] = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}
+    blob = {"recipe": POOLED_GAN_RECIPE, "updates": updates, "config": data}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def pooled_gan(cfg: Config, splits: Splits, updates: int) -> tuple[FewShotGan, float]:
+    """The seed's pooled GAN: loaded when an earlier run of the same key stored it (the GAN
+    is a baseline trained once per seed, like DAGAN's pre-training), else trained and stored;
+    with the seconds its training took when it ran."""
+    root = (Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir())
+    path = root / "pooled_gan" / f"{pooled_gan_key(cfg, updates)}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        if path.is_file():
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            gan = build_pooled_gan(cfg)
+            gan.load_state_dict(stored["gan"])
+            return gan, float(stored["train_s"])
+        gan, took = train_pooled_gan(cfg, splits, updates)
+        save_atomically({"gan": gan.state_dict(), "train_s": took}, path)
+        return gan, took
+
+
+def build_pooled_gan(cfg: Config) -> FewShotGan:
+    """The pooled GAN's untrained pair: the seed's initial weights of the meta-learned pair."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        gan = FewShotGan.build(pooled_gan_config(cfg), None)
+    assert isinstance(gan, FewShotGan)
+    return gan
+
+
 def train_pooled_gan(cfg: Config, splits: Splits, updates: int) -> tuple[FewShotGan, float]:
     """FewShotGan's G and D (same initial weights as the meta-learned pair of the seed, G
     unconditional) trained as one plain GAN on batches of all meta-train drawings pooled, for
     `updates` D+G updates: the pair's own objective (its D loss with the gradient penalty, on
     images in G's [-1, 1]) and its outer optimiser (Adam at optim.lr, betas gan.beta1/beta2)."""
+    gan = build_pooled_gan(cfg)
     cfg = pooled_gan_config(cfg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        gan = FewShotGan.build(cfg, None)
-        assert isinstance(gan, FewShotGan)
     g, t = cfg.gan, cfg.task
     betas = (g.beta1, g.beta2)
     opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=cfg.optim.lr, betas=betas)
@@ -318,12 +361,12 @@ def jitter(rng: torch.Generator) -> Sampler:
 
 
 def generators(fs: EpisodeLoop, fresh: EpisodeLoop, pooled: FewShotGan,
-               others: dict[str, EpisodeLoop]) -> dict[str, RowSampler]:
+               others: dict[str, EpisodeLoop], adapt_steps: list[int]) -> dict[str, RowSampler]:
     """Every generation row but the real baseline, by label."""
     rows: dict[str, RowSampler] = {}
     for label, method in (("meta-learned G", fs.method), ("pooled-GAN G", pooled),
                           ("never-trained G", fresh.method)):
-        for steps in STEPS:
+        for steps in adapt_steps:
             rows[f"{label}, {steps} steps"] = adapting(method, steps)
     for label, loop in others.items():  # conditioned on the support: nothing to adapt
         rows[f"{label} G"] = adapting(loop.method, 0)
@@ -360,7 +403,7 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
         splits = splits_for(cfg, cache)
         fs, fresh = EpisodeLoop(cfg, splits=splits), EpisodeLoop(cfg, splits=splits)
         fs_s = round(train_updates(fs, args.gen_updates))
-    pooled, pooled_s = train_pooled_gan(cfg, splits, args.gen_updates)
+    pooled, pooled_s = pooled_gan(cfg, splits, args.gen_updates)
     embed = metric_embedding(cfg, splits, fs.device)
     common = {"split": "test", "characters": args.characters, "seed": seed, "embed": embed}
     out: dict[str, Any] = {"fewshot_train_s": fs_s, "pooled_train_s": pooled_s,
@@ -370,7 +413,7 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
                            "embedding": validate_embedding(cfg, splits, **common,
                                                            episodes=min(args.episodes, 200))}
     rows = {}
-    for label, make in generators(fs, fresh, pooled, others).items():
+    for label, make in generators(fs, fresh, pooled, others, args.adapt_steps).items():
         sample = make(torch.Generator().manual_seed(seed))
         rows[label] = evaluate_generation(cfg, splits, sample, **common)
     rows["real held-out drawings"] = real_baseline(cfg, splits, **common)
@@ -618,6 +661,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-updates", type=int, default=None,
                    help="few-shot / pooled GAN updates (default: configs/fewshot_gan.yaml's)")
     p.add_argument("--characters", type=int, default=20, help="unseen characters per seed")
+    p.add_argument("--adapt-steps", type=int, nargs="+", default=list(STEPS), metavar="N",
+                   help="adaptation steps of the adapted generators' rows (default: "
+                   f"{' '.join(map(str, STEPS))}; add a length selected on meta-val)")
     p.add_argument("--gen-run", default=None, metavar="RUN_DIR",
                    help="score this meta-trained few-shot GAN run (its seed only) instead of "
                    "training one for --gen-updates")
@@ -638,6 +684,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no training: merge raw.json files of the same settings run apart "
                    "(disjoint --seeds, e.g. one process per core) into --out's table")
     args = p.parse_args(argv)
+    if min(args.adapt_steps) < 0 or len(set(args.adapt_steps)) < len(args.adapt_steps):
+        p.error(f"--adapt-steps: distinct values of 0 or more, got {args.adapt_steps}")
+    args.adapt_steps = sorted(args.adapt_steps)
     if args.pretrain_steps is None:
         args.pretrain_steps = dagan_pretrain_steps()
     if args.gen_updates is None:
@@ -665,6 +714,7 @@ def merge_raw(paths: list[str]) -> dict[str, Any]:
     for path in paths:
         raw = json.loads(Path(path).read_text())
         raw["settings"].setdefault("extra", [])
+        raw["settings"].setdefault("adapt_steps", list(STEPS))  # files from before the flag
         if merged is None:
             merged = raw
             merged["settings"]["merged_from"] = [raw["settings"]["argv"]]

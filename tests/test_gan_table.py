@@ -183,3 +183,40 @@ def test_the_pooled_gan_baseline_trains_on_gs_range_with_an_unconditional_g(
     samples = gan.adapt_and_sample(support.view(1, 5, 1, *support.shape[1:]), 3, 1,
                                    torch.Generator().manual_seed(0))
     assert samples.shape == (1, 3, 1, *support.shape[1:]) and torch.isfinite(samples).all()
+
+
+def test_the_pooled_gan_is_trained_once_per_key_and_reloaded(gan_table: ModuleType,
+                                                             tmp_path: Path) -> None:
+    from metagan.config import load_config
+    from metagan.data import load_splits
+
+    from .test_loop import assert_same_state
+
+    cfg = load_config(ROOT / "configs" / "fewshot_gan.yaml",
+                      ["task.meta_batch=1", "gan.width=8", f"data.cache_dir={tmp_path}"])
+    splits = load_splits(cfg.data)
+    trained, took = gan_table.pooled_gan(cfg, splits, 2)
+    stored = list((tmp_path / "pooled_gan").glob("*.pt"))
+    assert len(stored) == 1
+    loaded, took_again = gan_table.pooled_gan(cfg, splits, 2)
+    assert took_again == took  # what the training took when it ran, read back
+    assert_same_state(trained.state_dict(), loaded.state_dict(), "pooled GAN")
+    # The key changes with what the GAN depends on, not with where or how fast it runs.
+    assert gan_table.pooled_gan_key(cfg, 3) != gan_table.pooled_gan_key(cfg, 2)
+    lr = load_config(ROOT / "configs" / "fewshot_gan.yaml",
+                     ["task.meta_batch=1", "gan.width=8", "optim.lr=0.01"])
+    assert gan_table.pooled_gan_key(lr, 2) != gan_table.pooled_gan_key(cfg, 2)
+    threads = load_config(ROOT / "configs" / "fewshot_gan.yaml",
+                          ["task.meta_batch=1", "gan.width=8", f"data.cache_dir={tmp_path}",
+                           "train.threads=1", "train.iterations=7"])
+    assert gan_table.pooled_gan_key(threads, 2) == gan_table.pooled_gan_key(cfg, 2)
+
+
+def test_adapt_steps_are_distinct_and_not_negative(gan_table: ModuleType,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert gan_table.parse_args(["--adapt-steps", "200", "0", "10"]).adapt_steps == [0, 10, 200]
+    assert gan_table.parse_args([]).adapt_steps == list(gan_table.STEPS)
+    for bad in (["-1"], ["10", "10"]):
+        with pytest.raises(SystemExit):
+            gan_table.parse_args(["--adapt-steps", *bad])
+        assert "--adapt-steps" in capsys.readouterr().err
