@@ -28,6 +28,7 @@ import torch
 from . import results
 from .config import HEAD_ALGORITHMS, Config, ConfigError
 from .data.episodes import Episode
+from .gan.grid import adaptation_steps
 from .inputs import Images, as_batch
 from .loop import EpisodeLoop
 from .meta import Method
@@ -185,15 +186,18 @@ class FewShotModel:
         "skipped": {name: why}, ...}."""
         return self.loop.evaluate_per_group(split, episodes)
 
-    def sample(self, support: Images, n: int, seed: int = 0) -> torch.Tensor:
+    def sample(self, support: Images, n: int, seed: int = 0,
+               adapt_steps: int | None = None) -> torch.Tensor:
         """n new drawings [n, C, S, S] in [0, 1] of the character shown in `support` (tensors,
-        PIL images or files, as for predict), for generating methods."""
+        PIL images or files, as for predict), for generating methods. `adapt_steps`: a few-shot
+        generator's adaptation steps (default gan.eval_adapt_steps; a length selected on
+        meta-val with `metagan evaluate --adapt-steps` may do better)."""
         self._require("samples", "sample")
         if n <= 0:
             raise ConfigError(f"n: must be positive, got {n}")
+        steps = adaptation_steps(self.config, self.module, adapt_steps)
         drawings = as_batch(support, self.config.data, "support")
-        return self.module.adapt_and_sample(drawings[None].to(self.device), n,
-                                            self.config.gan.eval_adapt_steps,
+        return self.module.adapt_and_sample(drawings[None].to(self.device), n, steps,
                                             torch.Generator().manual_seed(seed))[0]
 
 

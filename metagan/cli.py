@@ -158,6 +158,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.samples <= 0:
         raise ConfigError(f"--samples: must be positive, got {args.samples}")
+    if args.adapt_steps is not None and args.adapt_steps < 0:
+        raise ConfigError(f"--adapt-steps: must be 0 or more, got {args.adapt_steps}")
     check_output_file(Path(args.out), "--out", ".png")  # before any sampling work
     if args.support:
         # The user's drawings: the checkpoint alone is loaded, never the training data.
@@ -173,7 +175,7 @@ def _sample(args: argparse.Namespace) -> int:
                               "generator to sample from")
         support = as_batch(Path(args.support), model.config.data,
                            "--support")[: model.config.gan.eval_shots]
-        fake = model.sample(support, args.samples, args.seed)
+        fake = model.sample(support, args.samples, args.seed, args.adapt_steps)
         out = save_grid(support, fake.cpu(), args.out,
                         invert=inverts(model.config.data.source))
         print(f"wrote {out} (support: {support.shape[0]} drawings in {args.support})")
@@ -185,7 +187,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint}: method {loop.cfg.method!r} has no generator to "
                           "sample from")
     # Default: an unseen character of the chosen split's alphabets (meta-val unless --split).
-    out = sample_loop(loop, args.out, args.split, args.samples, args.seed)
+    out = sample_loop(loop, args.out, args.split, args.samples, args.seed,
+                      adapt_steps=args.adapt_steps)
     print(f"wrote {out} (split: {args.split}; support: an unseen meta-{args.split} character)")
     return 0
 
@@ -381,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the default character comes from (default meta-val)")
     s.add_argument("--samples", type=int, default=30)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--adapt-steps", type=int, metavar="N",
+                   help="a few-shot generator's adaptation steps (default: the run's "
+                   "gan.eval_adapt_steps)")
     s.set_defaults(func=_sample)
 
     pr = sub.add_parser("predict", help="classify your own images: adapt to a labelled "

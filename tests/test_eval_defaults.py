@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from metagan.cli import build_parser
 from metagan.run import load_loop, train
@@ -59,3 +60,18 @@ def test_sample_without_split_draws_a_meta_val_character(run_dir: Path, tmp_path
         assert f"split: {expected}" in r.stdout and f"meta-{expected} character" in r.stdout
         grids[name] = path.read_bytes()
     assert grids["default"] == grids["val"] != grids["test"]
+
+
+def test_adapt_steps_are_refused_for_a_conditioned_generator(run_dir: Path, tmp_path: Path
+                                                             ) -> None:
+    """DAGAN's G reads the drawings; it has no adaptation steps to set."""
+    from metagan.api import load_model
+    from metagan.config import ConfigError
+
+    model = load_model(run_dir)
+    size = model.config.data.image_size
+    support = torch.rand(3, 1, size, size)
+    with pytest.raises(ConfigError, match="adapt_steps"):
+        model.sample(support, 2, adapt_steps=5)
+    r = run_cli("sample", str(run_dir), "--out", str(tmp_path / "g.png"), "--adapt-steps", "5")
+    assert r.returncode == 2 and "adapt_steps" in r.stderr

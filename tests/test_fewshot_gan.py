@@ -282,6 +282,7 @@ def test_evaluate_takes_the_adaptation_length(splits: Splits) -> None:
 
 @pytest.mark.slow
 def test_cli_evaluate_adapt_steps(tmp_path: Path) -> None:
+    from metagan.api import load_model
     from metagan.run import train
 
     from .conftest import run_cli
@@ -298,3 +299,17 @@ def test_cli_evaluate_adapt_steps(tmp_path: Path) -> None:
     assert found[()] == found[("--adapt-steps", "1")] != found[("--adapt-steps", "0")]
     r = run_cli("evaluate", str(out), "--adapt-steps", "-2")
     assert r.returncode == 2 and "--adapt-steps" in r.stderr
+    # Sampling from Python and the CLI takes the same length.
+    model = load_model(out)
+    support = torch.from_numpy(load_splits(model.config.data).val.images[:2]).unsqueeze(1)
+    drawn = {steps: model.sample(support, 3, seed=0, adapt_steps=steps) for steps in (None, 0, 1)}
+    assert torch.equal(drawn[None], drawn[1]) and not torch.equal(drawn[0], drawn[1])
+    with pytest.raises(ConfigError, match="adapt_steps"):
+        model.sample(support, 3, adapt_steps=-1)
+    grids = {}
+    for steps in ("0", "1"):
+        png = tmp_path / f"{steps}.png"
+        r = run_cli("sample", str(out), "--out", str(png), "--samples", "3", "--adapt-steps", steps)
+        assert r.returncode == 0, r.stderr
+        grids[steps] = png.read_bytes()
+    assert grids["0"] != grids["1"]

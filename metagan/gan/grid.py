@@ -83,19 +83,33 @@ def save_character_grid(support: torch.Tensor, samples: torch.Tensor, path: str 
     return save_canvas(canvas, scale, path)
 
 
+def adaptation_steps(cfg: Config, method: Method, steps: int | None) -> int:
+    """A sampling call's adaptation steps: the config's gan.eval_adapt_steps unless given; only
+    a few-shot generator (a method that `generates`) adapts, and never a negative number."""
+    if steps is None:
+        return cfg.gan.eval_adapt_steps
+    if not method.generates:
+        raise ConfigError(f"adapt_steps: method {cfg.method!r} conditions its generator on the "
+                          "drawings; only a few-shot generator is adapted")
+    if steps < 0:
+        raise ConfigError(f"adapt_steps: must be 0 or more, got {steps}")
+    return steps
+
+
 def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples: int = 30,
-                seed: int = 0, support: torch.Tensor | None = None) -> Path:
+                seed: int = 0, support: torch.Tensor | None = None,
+                adapt_steps: int | None = None) -> Path:
     """Grid of a generating loop's samples for `support` (default: an unseen character of `split`)."""
     from .evaluation import character_sets
 
     method, cfg = loop.method, loop.cfg
     if not method.samples:
         raise ConfigError(f"method {cfg.method!r} has no generator to sample from")
+    steps = adaptation_steps(cfg, method, adapt_steps)
     if support is None:
         sets, _ = character_sets(loop.splits.get(split), 1, cfg.gan.eval_shots,
                                  np.random.default_rng(seed))
         support = sets[0]
     rng = torch.Generator().manual_seed(seed)
-    fake = method.adapt_and_sample(support.unsqueeze(0).to(loop.device), samples,
-                                   cfg.gan.eval_adapt_steps, rng)[0]
+    fake = method.adapt_and_sample(support.unsqueeze(0).to(loop.device), samples, steps, rng)[0]
     return save_grid(support, fake.cpu(), path, invert=inverts(cfg.data.source))
