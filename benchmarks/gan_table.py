@@ -420,9 +420,10 @@ def run_generation(args: argparse.Namespace, seed: int, cache: dict[str, Splits]
     out["rows"] = rows
     if args.grid and seed == args.seeds[0]:  # 6 unseen characters: k drawings | samples
         support, _ = character_sets(splits.test, 6, cfg.gan.eval_shots, np.random.default_rng(1))
-        fake = fs.method.adapt_and_sample(support, 8, cfg.gan.eval_adapt_steps,
-                                          torch.Generator().manual_seed(0))
+        steps = cfg.gan.eval_adapt_steps if args.grid_steps is None else args.grid_steps
+        fake = fs.method.adapt_and_sample(support, 8, steps, torch.Generator().manual_seed(0))
         save_character_grid(support, fake, Path(args.out) / "fewshot_gan_grid.png")
+        out["grid_adapt_steps"] = steps
     print(f"  seed {seed} generation: {len(rows)} rows, few-shot GAN {fs_s} s, "
           f"pooled GAN {pooled_s:.0f} s", flush=True)
     return out
@@ -678,12 +679,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "with the table")
     p.add_argument("--section", default="gan_table.py", help="SECTION of --benchmarks")
     p.add_argument("--grid", action="store_true", help="save a sample grid into --out")
+    p.add_argument("--grid-steps", type=int, default=None, metavar="N",
+                   help="the grid's adaptation steps (default: the run's gan.eval_adapt_steps)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     p.add_argument("--merge", nargs="+", metavar="RAW",
                    help="no training: merge raw.json files of the same settings run apart "
                    "(disjoint --seeds, e.g. one process per core) into --out's table")
     args = p.parse_args(argv)
+    if args.grid_steps is not None and args.grid_steps < 0:
+        p.error(f"--grid-steps: 0 or more, got {args.grid_steps}")
     if min(args.adapt_steps) < 0 or len(set(args.adapt_steps)) < len(args.adapt_steps):
         p.error(f"--adapt-steps: distinct values of 0 or more, got {args.adapt_steps}")
     args.adapt_steps = sorted(args.adapt_steps)
@@ -703,7 +708,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Settings that may differ between raw files merged into one table (each process its seeds
 # or its rows; with --gen-run, each seed its own meta-trained run; --grid only draws a picture).
 PER_PROCESS = {"argv", "seeds", "out", "markdown", "merge", "methods", "extra", "json",
-               "benchmarks", "section", "generation", "gen_run", "grid"}
+               "benchmarks", "section", "generation", "gen_run", "grid", "grid_steps"}
 
 
 def merge_raw(paths: list[str]) -> dict[str, Any]:

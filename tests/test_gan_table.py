@@ -104,6 +104,11 @@ def test_merge_takes_each_seeds_own_gen_run_and_refuses_other_differences(
     with pytest.raises(SystemExit, match=r"settings differ .*\(updates\)"):
         gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "other.json"),
                         "--out", str(tmp_path / "m3")])
+    raw["settings"].update(updates=raw["settings"]["updates"] - 1, adapt_steps=[0, 1, 10, 50, 400])
+    (tmp_path / "longer.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match=r"settings differ .*\(adapt_steps\)"):
+        gan_table.main(["--merge", str(tmp_path / "seed0.json"), str(tmp_path / "longer.json"),
+                        "--out", str(tmp_path / "m4")])
 
 
 def test_a_generation_row_that_diverged_on_one_seed_is_averaged_over_the_others(
@@ -220,3 +225,13 @@ def test_adapt_steps_are_distinct_and_not_negative(gan_table: ModuleType,
         with pytest.raises(SystemExit):
             gan_table.parse_args(["--adapt-steps", *bad])
         assert "--adapt-steps" in capsys.readouterr().err
+
+
+def test_each_adapted_generator_gets_a_row_per_adaptation_length(gan_table: ModuleType) -> None:
+    from types import SimpleNamespace
+
+    loop = SimpleNamespace(method=None)
+    rows = gan_table.generators(loop, loop, None, {"DAGAN": loop}, [0, 400])
+    for g in ("meta-learned G", "pooled-GAN G", "never-trained G"):
+        assert [r for r in rows if r.startswith(g)] == [f"{g}, 0 steps", f"{g}, 400 steps"]
+    assert "DAGAN G" in rows and "support + affine jitter" in rows
