@@ -261,6 +261,8 @@ def run_classification(args: argparse.Namespace, seed: int, cache: dict[str, Spl
 # -- generation -------------------------------------------------------------------------------------
 # How the pooled-GAN baseline is trained; merges refuse seeds trained by different recipes
 # (files without it predate the fix that gave the critic G's range and the gradient penalty).
+# It is part of the stored GAN's key too: change it whenever train_pooled_gan changes, or a
+# GAN stored by the old code is loaded in place of the new one.
 POOLED_GAN_RECIPE = "pair-objective"
 
 
