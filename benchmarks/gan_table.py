@@ -63,7 +63,7 @@ import torch
 from metagan.config import Config, ConfigError, build_config, parse_override, read_yaml, to_dict
 from metagan.data import Splits, load_splits
 from metagan.data.episodes import Episode, TaskSampler, random_affine
-from metagan.data.images import default_cache_dir
+from metagan.data.images import cache_root
 from metagan.data.preprocess import data_key
 from metagan.gan.evaluation import (
     Sampler,
@@ -75,8 +75,7 @@ from metagan.gan.evaluation import (
 )
 from metagan.gan.fewshot import FewShotGan, to_signed
 from metagan.gan.grid import save_character_grid
-from metagan.gan.pretrained import save_atomically
-from metagan.locks import locked
+from metagan.gan.pretrained import stored_state
 from metagan.loop import SPLIT_SEED_OFFSET, EpisodeLoop
 from metagan.meta import Method
 from metagan.methods import GENERATION_KEYS
@@ -288,18 +287,16 @@ def pooled_gan(cfg: Config, splits: Splits, updates: int) -> tuple[FewShotGan, f
     """The seed's pooled GAN: loaded when an earlier run of the same key stored it (the GAN
     is a baseline trained once per seed, like DAGAN's pre-training), else trained and stored;
     with the seconds its training took when it ran."""
-    root = (Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir())
-    path = root / "pooled_gan" / f"{pooled_gan_key(cfg, updates)}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(path):
-        if path.is_file():
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            gan = build_pooled_gan(cfg)
-            gan.load_state_dict(stored["gan"])
-            return gan, float(stored["train_s"])
+
+    def build() -> dict[str, Any]:
         gan, took = train_pooled_gan(cfg, splits, updates)
-        save_atomically({"gan": gan.state_dict(), "train_s": took}, path)
-        return gan, took
+        return {"gan": gan.state_dict(), "train_s": took}
+
+    path = cache_root(cfg.data.cache_dir) / "pooled_gan" / f"{pooled_gan_key(cfg, updates)}.pt"
+    stored = stored_state(path, build)
+    gan = build_pooled_gan(cfg)
+    gan.load_state_dict(stored["gan"])
+    return gan, float(stored["train_s"])
 
 
 def build_pooled_gan(cfg: Config) -> FewShotGan:

@@ -28,10 +28,10 @@ import torch
 from . import results
 from .config import HEAD_ALGORITHMS, Config, ConfigError
 from .data.episodes import Episode
-from .gan.grid import adaptation_steps
 from .inputs import Images, as_batch
 from .loop import EpisodeLoop
 from .meta import Method
+from .meta.base import adaptation_steps
 from .results import BestResult, Experiment
 from .storage import StorageError
 

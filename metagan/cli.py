@@ -98,6 +98,7 @@ def progress_fields(metrics: dict[str, float], most: int = 4) -> dict[str, str]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .meta import REGISTRY
+    from .meta.base import adaptation_steps
     from .run import load_loop
 
     for name in ("episodes", "ways", "shots"):
@@ -145,8 +146,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = loop.evaluate(args.split, args.episodes, ways=ways, shots=args.shots,
                            adapt_steps=args.adapt_steps)
     if generates:
-        result["adapt_steps"] = (cfg.gan.eval_adapt_steps if args.adapt_steps is None
-                                 else args.adapt_steps)
+        result["adapt_steps"] = adaptation_steps(cfg, loop.method, args.adapt_steps)
     result.update(split=args.split, ways=ways, shots=args.shots or cfg.task.shots,
                   iteration=loop.iteration)
     print(json.dumps(result, indent=2))

@@ -19,7 +19,7 @@ from .data.episodes import TaskSampler
 from .data.preprocess import jitter_padding
 from .meta import MetaLearner, Method
 from .meta.base import Diverged as Diverged  # raised by a phase update; callers catch it from here
-from .meta.base import make_optimizer, update_phase
+from .meta.base import adaptation_steps, make_optimizer, update_phase
 from .methods import check_reads, learner_of, method_of
 from .models import Conv4
 
@@ -291,9 +291,7 @@ class EpisodeLoop:
         if self._embedding is None:  # trained (or read from its cache) once per loop
             self._embedding = metric_embedding(self.cfg, self.splits, self.device)
         rng = torch.Generator().manual_seed(self.cfg.train.seed + SPLIT_SEED_OFFSET[split] + 1)
-        steps = self.cfg.gan.eval_adapt_steps if steps is None else steps
-        if steps < 0:
-            raise ConfigError(f"adapt_steps: must be 0 or more, got {steps}")
+        steps = adaptation_steps(self.cfg, self.method, steps)
         return evaluate_generation(
             self.cfg, self.splits, lambda s, n: self.method.adapt_and_sample(s, n, steps, rng),
             split, characters=characters, seed=self.cfg.train.seed, device=self.device,

@@ -156,6 +156,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("METAGAN_CACHE", Path.home() / ".cache" / "metagan"))
 
 
+def cache_root(cache_dir: str | None) -> Path:
+    """Where stored artefacts go: a config's data.cache_dir (expanded), else default_cache_dir()."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def cached_image_set(cache_dir: Path, key: str, build: Callable[[], ImageSet]) -> ImageSet:
     """Load the preprocessed set stored under `key`, building and storing it on a miss."""
     path = cache_dir / f"{key}.npz"

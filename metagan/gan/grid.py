@@ -12,7 +12,7 @@ from PIL import Image
 from ..config import Config, ConfigError
 from ..data import Splits
 from ..data.preprocess import inverts
-from ..meta.base import Method
+from ..meta.base import Method, adaptation_steps
 
 
 class TrainedRun(Protocol):
@@ -81,19 +81,6 @@ def save_character_grid(support: torch.Tensor, samples: torch.Tensor, path: str 
     rule = pad + k * cell_w + gap // 2 - 1
     canvas[:, rule:rule + 1] = 128  # a rule between the support and the samples
     return save_canvas(canvas, scale, path)
-
-
-def adaptation_steps(cfg: Config, method: Method, steps: int | None) -> int:
-    """A sampling call's adaptation steps: the config's gan.eval_adapt_steps unless given; only
-    a few-shot generator (a method that `generates`) adapts, and never a negative number."""
-    if steps is None:
-        return cfg.gan.eval_adapt_steps
-    if not method.generates:
-        raise ConfigError(f"adapt_steps: method {cfg.method!r} conditions its generator on the "
-                          "drawings; only a few-shot generator is adapted")
-    if steps < 0:
-        raise ConfigError(f"adapt_steps: must be 0 or more, got {steps}")
-    return steps
 
 
 def sample_loop(loop: TrainedRun, path: str | Path, split: str = "val", samples: int = 30,

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import Config, OptimConfig
 from ..data import ImageSet, load_splits
 from ..data.episodes import Episode, TaskSampler
-from ..data.images import default_cache_dir
+from ..data.images import cache_root
 from ..data.preprocess import data_key, jitter_padding
 from ..locks import locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
@@ -119,8 +120,7 @@ def pretrain_key(cfg: Config) -> str:
 
 def artefact_path(cfg: Config, cache_dir: Path | None = None) -> Path:
     """Where the pre-trained GAN of `cfg` is stored."""
-    root = cache_dir or (Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir
-                         else default_cache_dir())
+    root = cache_dir or cache_root(cfg.data.cache_dir)
     return root / "dagan" / f"{VERSION}-{pretrain_key(cfg)}.pt"
 
 
@@ -189,15 +189,24 @@ def pretrained_state(cfg: Config, train: ImageSet | None, device: torch.device,
     if cfg.gan.pretrain_steps == 0:
         return {"gan": initial_gan(cfg, device).state_dict(), "summary": {"steps": 0},
                 "key": pretrain_key(cfg)}
-    path = artefact_path(cfg, cache_dir)
+
+    def build() -> dict[str, Any]:
+        images = train if train is not None else load_splits(cfg.data).train  # read only to train
+        gan, summary = train_gan(cfg, images, device)
+        return {"gan": gan.state_dict(), "summary": summary, "key": pretrain_key(cfg)}
+
+    return stored_state(artefact_path(cfg, cache_dir), build, device)
+
+
+def stored_state(path: Path, build: Callable[[], dict[str, Any]],
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The state stored at `path` (loaded with weights_only=True), else `build()`'s, stored there
+    atomically; concurrent callers of one path build it once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
         if path.is_file():
             state: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
             return state
-        if train is None:  # read only when it must train
-            train = load_splits(cfg.data).train
-        gan, summary = train_gan(cfg, train, device)
-        state = {"gan": gan.state_dict(), "summary": summary, "key": pretrain_key(cfg)}
+        state = build()
         save_atomically(state, path)
         return state

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..config import Config, MetaConfig, OptimConfig, register_method_name
+from ..config import Config, ConfigError, MetaConfig, OptimConfig, register_method_name
 from ..data.episodes import Episode
 from ..models import INSTANCE, Statistics, context_statistics
 
@@ -299,3 +299,16 @@ def register_method(name: str) -> Callable[[M], M]:
 
 
 register_method("meta")(MetaLearner)
+
+
+def adaptation_steps(cfg: Config, method: Method, steps: int | None) -> int:
+    """A sampling call's adaptation steps: the config's gan.eval_adapt_steps unless given; only
+    a few-shot generator (a method that `generates`) adapts, and never a negative number."""
+    if steps is None:
+        return cfg.gan.eval_adapt_steps
+    if not method.generates:
+        raise ConfigError(f"adapt_steps: method {cfg.method!r} conditions its generator on the "
+                          "drawings; only a few-shot generator is adapted")
+    if steps < 0:
+        raise ConfigError(f"adapt_steps: must be 0 or more, got {steps}")
+    return steps
