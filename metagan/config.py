@@ -115,6 +115,11 @@ class GanConfig:
     # dagan: G's last layer outputs a change to its source drawing (in logit space, zero at
     # initialisation: G starts as the identity and learns to redraw), instead of a new image.
     residual: bool = False
+    # dagan: the share of the critic's negatives that are a real drawing of ANOTHER character
+    # paired with the source (Reed et al. 2016's matching-aware discriminator), the rest being
+    # G's fakes. It teaches the critic that a drawing must be of its source's character, which
+    # the paper's critic learns only from G's own failures. 0: the DAGAN paper.
+    mismatch_weight: float = 0.0
     # metagan: the classifier (N real classes + "fake") is the discriminator. It reads
     # gan.fake_weight too: the weight of the fake-image terms of its inner and outer losses.
     # The generator's objective: feature matching (the classifier's penultimate features of
@@ -489,7 +494,7 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
                           "(FIGR: 10)")
     if cfg.method == "metagan":
         _non_negative("gan.fake_weight", g.fake_weight)
-    for name in ("ema", "beta1", "beta2"):
+    for name in ("ema", "beta1", "beta2", "mismatch_weight"):
         if not 0.0 <= getattr(g, name) < 1.0:
             raise ConfigError(f"gan.{name}: must be in [0, 1), got {getattr(g, name)}")
     tr = cfg.train

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,35 @@ def test_wgan_gp_phases_alternate_with_critic_steps(splits: Splits) -> None:
     assert 0 <= loop.evaluate("test", episodes=4)["accuracy"] <= 1
 
 
+@pytest.mark.parametrize("loss", ["wasserstein", "nonsaturating"])
+def test_a_matching_aware_critic_also_refuses_drawings_of_other_characters(loss: str) -> None:
+    """gan.mismatch_weight w: D's objective is (1 - w) loss(real, fake) + w loss(real,
+    mismatched), the mismatched pair joining each source to the next pair's target; w = 0 is
+    the paper's objective exactly."""
+    cfg = tiny_config("protonet", **{**DAGAN, "gan.loss": loss, "gan.gp_weight": 0.0,
+                                     "gan.mismatch_weight": 0.25})
+    gan = pretrained.initial_gan(cfg, torch.device("cpu"))
+    source, target = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    out = gan.critic_loss(source, target, torch.Generator().manual_seed(3))
+    fake = gan.generator(source, gan.z(4, torch.Generator().manual_seed(3), source.device))
+    score = lambda x: gan.discriminator(torch.cat([source, x], 1))  # noqa: E731
+    real_s, fake_s = score(target), score(fake)
+    other_s = score(torch.stack([target[3], target[0], target[1], target[2]]))
+    expected = 0.75 * gan.d_loss(real_s, fake_s) + 0.25 * gan.d_loss(real_s, other_s)
+    torch.testing.assert_close(out.objective, expected)
+    torch.testing.assert_close(out.metrics["mismatch_score"], other_s.mean())
+    # Without it: the paper's objective, and no mismatched pair is scored.
+    plain = pretrained.initial_gan(replace(cfg, gan=replace(cfg.gan, mismatch_weight=0.0)),
+                                   torch.device("cpu"))
+    plain.load_state_dict(gan.state_dict())
+    out0 = plain.critic_loss(source, target, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out0.objective, gan.d_loss(real_s, fake_s))
+    assert "mismatch_score" not in out0.metrics
+    # Pre-training runs with it and reports the mismatched pairs' score.
+    summary = pretrained.train_gan(cfg, load_splits(cfg.data).train, torch.device("cpu"))[1]
+    assert math.isfinite(summary["D/mismatch_score"])
+
+
 def test_the_frozen_schedule_trains_only_the_meta_learner(splits: Splits) -> None:
     loop = dagan_loop("protonet", splits, **WGAN)
     method = method_of(loop)
@@ -167,7 +197,7 @@ def test_the_pretrained_gan_is_stored_once_and_reused(tmp_path: Path, splits: Sp
     assert pretrained.artefact_path(same, tmp_path) == path
     for key, value in [("gan.d_lr", 1e-3), ("gan.critic_steps", 3), ("train.seed", 1),
                        ("data.image_size", 24), ("gan.pretrain_steps", 3),
-                       ("gan.residual", True)]:
+                       ("gan.residual", True), ("gan.mismatch_weight", 0.5)]:
         other = tiny_config("protonet", **{**DAGAN, **WGAN, key: value})
         assert pretrained.artefact_path(other, tmp_path) != path, key
     other = tiny_config("protonet", **{**DAGAN, **WGAN, "train.seed": 1})
@@ -322,6 +352,8 @@ def test_the_generated_images_never_give_the_statistics(splits: Splits,
     ("gan.augment", -1, "must be >= 0"),
     ("gan.critic_steps", 0, "must be positive"),
     ("gan.fake_weight", 0.0, "must be positive"),
+    ("gan.mismatch_weight", 1.0, r"must be in \[0, 1\)"),
+    ("gan.mismatch_weight", -0.5, r"must be in \[0, 1\)"),
 ])
 def test_dagan_keys_are_checked(key: str, value: object, words: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: {words}"):

@@ -142,7 +142,7 @@ class DaganAugmented(SeededNoise, Method):
     reads = frozenset({f"gan.{k}" for k in (
         "loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr", "beta1",
         "beta2", "augment", "fake_weight", "pretrain_steps", "critic_steps", "schedule",
-        "augment_at_test", "residual")})
+        "augment_at_test", "residual", "mismatch_weight")})
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)

@@ -42,7 +42,8 @@ VERSION = "uresnet-1"
 PAIRS = 32  # (source, target) pairs per pre-training batch, as in the DAGAN code
 PRETRAIN_SEED_OFFSET = 104_729  # G/D initialisation, pair sampling and noise of pre-training
 PRETRAIN_KEYS = ("loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr",
-                 "beta1", "beta2", "pretrain_steps", "critic_steps", "residual")
+                 "beta1", "beta2", "pretrain_steps", "critic_steps", "residual",
+                 "mismatch_weight")
 
 
 class PairGan(nn.Module):
@@ -74,15 +75,24 @@ class PairGan(nn.Module):
 
     def critic_loss(self, source: torch.Tensor, target: torch.Tensor, rng: torch.Generator
                     ) -> PhaseOutput:
-        """D's objective on real pairs (source, target) against (source, G(source, z))."""
+        """D's objective on real pairs (source, target) against (source, G(source, z)) and,
+        with gan.mismatch_weight w > 0, against (source, another pair's target) too:
+        (1 - w) loss(real, fake) + w loss(real, mismatched). The mismatched targets are the
+        batch's targets shifted by one, drawings of other characters when the batch's pairs
+        are of distinct characters (as pre-training draws them)."""
+        g = self.cfg.gan
         with torch.no_grad():
             fake = self.generator(source, self.z(source.shape[0], rng, source.device))
         real_pair, fake_pair = torch.cat([source, target], 1), torch.cat([source, fake], 1)
         real_s, fake_s = self.discriminator(real_pair), self.discriminator(fake_pair)
         loss = self.d_loss(real_s, fake_s)
+        extra = {}
+        if g.mismatch_weight > 0:
+            other_s = self.discriminator(torch.cat([source, target.roll(1, dims=0)], 1))
+            loss = (1 - g.mismatch_weight) * loss + g.mismatch_weight * self.d_loss(real_s, other_s)
+            extra["mismatch_score"] = other_s.mean().detach()
         metrics = {"loss": loss.detach(), "real_score": real_s.mean().detach(),
-                   "fake_score": fake_s.mean().detach()}
-        g = self.cfg.gan
+                   "fake_score": fake_s.mean().detach(), **extra}
         if g.loss == "wasserstein" and g.gp_weight > 0:
             # As the DAGAN code: the penalty on D's gradient in the drawing, between the real
             # target and the fake, the source held fixed.
@@ -111,8 +121,9 @@ def pretrain_key(cfg: Config) -> str:
     gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
-    if not g.residual:
-        del gan["residual"]  # keys stored before the option existed stay valid
+    for option in ("residual", "mismatch_weight"):  # keys stored before the options existed
+        if not gan[option]:                           # stay valid while they are off
+            del gan[option]
     data = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}  # where, not what
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
