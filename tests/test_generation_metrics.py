@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from metagan.config import Config, ConfigError, build_config
 from metagan.data import Splits, load_splits
+from metagan.gan import evaluation
 from metagan.gan.evaluation import (
     Sampler,
     character_sets,
@@ -168,3 +170,24 @@ def test_a_generator_ignoring_its_support_is_caught_per_character(setup: Setup) 
     assert wrong["kid"] > base["kid"] + 0.02 * bad["kid"]
     assert wrong["frechet_distance"] > 1.2 * base["frechet_distance"]
     assert wrong["fidelity"] < 1 / T < base["fidelity"]
+
+
+def test_the_embedding_is_stored_in_the_configs_cache_dir_and_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.cache_dir decides where the metric embedding is stored; a second call loads it
+    (training it again would fail here) and gives the same features."""
+    cfg = build_config({"method": "fewshot_gan", "gan": {"embedding_iterations": 2},
+                        "data": {"cache_dir": str(tmp_path)}})
+    splits = load_splits(cfg.data)
+    first = metric_embedding(cfg, splits, torch.device("cpu"))
+    stored = list((tmp_path / "embeddings").glob("protonet-*.pt"))
+    assert len(stored) == 1 and not list((tmp_path / "embeddings").glob("*.tmp"))
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(evaluation, "train_embedding", no_training)
+    again = metric_embedding(cfg, splits, torch.device("cpu"))
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), first(x))

@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +32,13 @@ import torch
 from ..config import Config, ConfigError, build_config, to_dict
 from ..data import ImageSet, Splits
 from ..data.episodes import TaskSampler
-from ..data.images import channels_first, default_cache_dir
+from ..data.images import cache_root, channels_first
 from ..data.preprocess import data_key, jitter_padding
 from ..meta import REGISTRY, MetaLearner
 from ..meta.base import make_optimizer, update_phase
 from ..models import Conv4, freeze_batch_norm
 from .metrics import METRIC_KEYS, character_metrics, kernel_inception_distance
+from .pretrained import stored_state
 
 Sampler = Callable[[torch.Tensor, int], torch.Tensor]  # (support [T, k, C, H, W], n) -> [T, n, ...]
 
@@ -103,16 +105,15 @@ def metric_embedding(cfg: Config, splits: Splits, device: torch.device,
     ecfg = embedding_config(cfg)
     recipe = {**to_dict(ecfg), "data": data_key(ecfg.data)}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
-    path = (cache_dir or default_cache_dir()) / "embeddings" / f"protonet-{key}.pt"
+    path = (cache_dir or cache_root(cfg.data.cache_dir)) / "embeddings" / f"protonet-{key}.pt"
     learner = embedding_learner(ecfg, device)
-    if path.is_file():
-        learner.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    else:
+
+    def build() -> dict[str, Any]:
         train_embedding(ecfg, splits, learner, device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(learner.state_dict(), tmp)
-        tmp.replace(path)
+        return dict(learner.state_dict())
+
+    # Loaded when stored; else trained once, even by concurrent callers, and stored atomically.
+    learner.load_state_dict(stored_state(path, build, device))
     model = learner.model
     # Normalise with statistics of a fixed batch of meta-train drawings, so an image's features
     # do not depend on the other images it is embedded with (a generated batch is not
