@@ -565,8 +565,6 @@ def classification_markdown(raw: dict[str, Any], summary: dict[str, Any],
                      f"{seeds[own[0]]['classification'][m]['updates']} | {res['train_s']:.0f} | "
                      f"{pct(res['mean'])} ± {pct(res['sd'])} | {per} | {alphabets} |")
     if pre:
-        # The pre-training key holds the data settings: rows whose base configs differ there
-        # (ProtoNet's affine jitter) pre-train a G each.
         if max(pre) >= LOADED_S:
             took = f"{max(pre):.0f} s per seed at most"
         else:  # every G came from the cache: what its pre-training took is in the artefact
@@ -575,13 +573,15 @@ def classification_markdown(raw: dict[str, Any], summary: dict[str, Any],
             took = ("loaded from the cache, where an earlier run of the same key stored it"
                     + (f" ({max(stored):.0f} s per seed at most when it ran)"
                        if stored and all(stored) else ""))
-        gs = max(sum(r.get("gan_pretrain_s", 0.0) > 0 for r in seeds[s]["classification"].values())
-                 for s in seeds)
-        lines += ["", f"DAGAN's GAN pre-training: {args.pretrain_steps} G and D updates "
-                  f"(configs/dagan.yaml), {took}; not in the train s above; "
-                  + ("one pre-trained G serves both +DAGAN rows of a seed." if gs <= 1
-                     else "each +DAGAN row has its own G (their base configs' data settings "
-                     "differ, and the data settings are part of the pre-training key).")]
+        dagan = [m for m in summary["accuracy"] if row_spec(m, args)[1] == "dagan"]
+        own_length = {m: row_spec(m, args)[2]["gan.pretrain_steps"] for m in dagan
+                      if "gan.pretrain_steps" in row_spec(m, args)[2]}
+        length = f"{args.pretrain_steps} G and D updates (configs/dagan.yaml)" + "".join(
+            f"; {m}: {n}" for m, n in own_length.items())
+        lines += ["", f"DAGAN's GAN pre-training: {length}, {took}; not in the train s above. "
+                  "A +DAGAN row loads the pre-trained G of its key (its base config's data "
+                  "settings, the gan keys that shape pre-training, the seed), trained and stored "
+                  "by the first run that needs it."]
     if summary["paired"]:
         lines += ["", "Paired differences (percentage points; same seed, same episodes): a paired "
                   "t-test over all seed x episode pairs, and a t interval over the per-seed means.",

@@ -38,6 +38,7 @@ def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
     episodes (difference exactly 0), and into the marked section of a Markdown file."""
     gan_table.main([*QUICK, "--methods", "ProtoNet", "--out", str(tmp_path / "a")])
     gan_table.main([*QUICK, "--methods", "--extra", "no fakes=ProtoNet+DAGAN:gan.augment=0",
+                    "longer=ProtoNet+DAGAN:gan.augment=0,gan.pretrain_steps=3",
                     "--out", str(tmp_path / "b")])
     bench = tmp_path / "BENCHMARKS.md"
     begin, end = gan_table.markers("ablations")
@@ -46,7 +47,8 @@ def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
                     "--out", str(tmp_path / "m"), "--json", str(tmp_path / "gan_table.json"),
                     "--benchmarks", str(bench), "--section", "ablations"])
     rows = json.loads((tmp_path / "gan_table.json").read_text())["rows"]
-    assert [(r["method"], r["baseline"], r["seeds"]) for r in rows] == [("no fakes", "ProtoNet", [0])]
+    assert [(r["method"], r["baseline"], r["seeds"]) for r in rows] == [
+        ("no fakes", "ProtoNet", [0]), ("longer", "ProtoNet", [0])]
     row = rows[0]
     assert {"accuracy", "baseline_accuracy", "paired_diff", "paired_diff_ci95"} <= set(row)
     assert row["paired_diff"] == 0.0 and row["accuracy"] == row["baseline_accuracy"]
@@ -56,6 +58,9 @@ def test_an_ablation_row_run_apart_merges_into_a_paired_json_row_and_benchmarks(
     doc = bench.read_text()
     assert doc.startswith("intro\n") and doc.endswith("after\n") and "old table" not in doc
     assert "| no fakes | gan.augment=0 | 0 |" in doc
+    # The footnote gives each DAGAN row's own pre-training length where it overrides it.
+    quick = json.loads((tmp_path / "b" / "raw.json").read_text())["settings"]["pretrain_steps"]
+    assert f"pre-training: {quick} G and D updates (configs/dagan.yaml); longer: 3," in doc
 
 
 def test_merge_refuses_a_row_of_a_seed_given_twice(gan_table: ModuleType, tmp_path: Path) -> None:
