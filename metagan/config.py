@@ -120,6 +120,10 @@ class GanConfig:
     # G's fakes. It teaches the critic that a drawing must be of its source's character, which
     # the paper's critic learns only from G's own failures. 0: the DAGAN paper.
     mismatch_weight: float = 0.0
+    # dagan: what draws the fakes. uresnet: DAGAN's pre-trained G. affine: random affine jitter
+    # of the source drawing (no GAN, nothing pre-trained): fakes that keep their class by
+    # construction, the control that says what faithful augmentation is worth to a learner.
+    generator: Literal["uresnet", "affine"] = "uresnet"
     # metagan: the classifier (N real classes + "fake") is the discriminator. It reads
     # gan.fake_weight too: the weight of the fake-image terms of its inner and outer losses.
     # The generator's objective: feature matching (the classifier's penultimate features of
@@ -503,6 +507,9 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
                           "with no support-set loss to weight; use 1.0 or another meta-learner")
     if cfg.method == "dagan":  # (metagan allows a weight of 0: no fake terms)
         _positive("gan.fake_weight", g.fake_weight)
+    if cfg.method == "dagan" and g.generator == "affine" and g.schedule == "alternate":
+        raise ConfigError("gan.schedule: alternate trains DAGAN's G and D in the loop, and "
+                          "gan.generator affine has none; use frozen")
     _non_negative("gan.augment", g.augment)
     _positive("train.iterations", tr.iterations)
     sch = cfg.schedule

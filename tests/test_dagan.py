@@ -14,6 +14,7 @@ import torch
 
 from metagan.config import ConfigError, build_config
 from metagan.data import Splits, load_splits
+from metagan.data.episodes import random_affine
 from metagan.gan import pretrained
 from metagan.gan.dagan import (
     DaganAugmented,
@@ -158,6 +159,27 @@ def test_a_matching_aware_critic_also_refuses_drawings_of_other_characters(loss:
     # Pre-training runs with it and reports the mismatched pairs' score.
     summary = pretrained.train_gan(cfg, load_splits(cfg.data).train, torch.device("cpu"))[1]
     assert math.isfinite(summary["D/mismatch_score"])
+
+
+def test_the_affine_control_jitters_its_sources_and_trains_no_gan(
+        splits: Splits, count_pretraining: list[int]) -> None:
+    """gan.generator affine: each fake is its source drawing under a random affine jitter from
+    the method's noise stream, nothing is pre-trained, and the learner trains and evaluates."""
+    loop = dagan_loop("protonet", splits, **{"gan.generator": "affine", "train.seed": 29})
+    method = method_of(loop)
+    ep = loop.sampler.sample(2)
+    augmented = method.augment(ep, torch.Generator().manual_seed(5))
+    source = ep.support_x.repeat_interleave(2, dim=1).flatten(0, 1)
+    expected = random_affine(source, torch.Generator().manual_seed(5))
+    n = ep.support_x.shape[1]
+    torch.testing.assert_close(augmented.support_x[:, n:].flatten(0, 1), expected)
+    assert not torch.equal(augmented.support_x[:, n:].flatten(0, 1), source)  # jittered
+    loop.step()
+    assert 0 <= loop.evaluate("test", episodes=4)["accuracy"] <= 1
+    assert count_pretraining == [] and not bool(method.gan_ready)
+    with pytest.raises(ConfigError, match="^gan.schedule: alternate"):
+        build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine",
+                                              "gan.schedule": "alternate"}))
 
 
 def test_the_frozen_schedule_trains_only_the_meta_learner(splits: Splits) -> None:

@@ -30,7 +30,8 @@ from torch.func import functional_call, grad, vmap
 
 from ..config import Config, ConfigError
 from ..data import Splits
-from ..data.episodes import Episode
+from ..data.episodes import Episode, random_affine
+from ..data.preprocess import jitter_padding
 from ..meta.base import (
     MetaLearner,
     Method,
@@ -142,7 +143,7 @@ class DaganAugmented(SeededNoise, Method):
     reads = frozenset({f"gan.{k}" for k in (
         "loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr", "beta1",
         "beta2", "augment", "fake_weight", "pretrain_steps", "critic_steps", "schedule",
-        "augment_at_test", "residual", "mismatch_weight")})
+        "augment_at_test", "residual", "mismatch_weight", "generator")})
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
@@ -176,8 +177,9 @@ class DaganAugmented(SeededNoise, Method):
     # -- pre-training -------------------------------------------------------------------------
     def ensure_pretrained(self) -> None:
         """Load (or, the first time for its key, train and store) the pre-trained G and D on
-        this method's device; once per run, before the first use of G or D."""
-        if bool(self.gan_ready):
+        this method's device; once per run, before the first use of G or D (never with
+        gan.generator affine, which uses neither)."""
+        if bool(self.gan_ready) or self.cfg.gan.generator == "affine":
             return
         state = pretrained_state(self.cfg, None, self.gan_ready.device)
         self.gan.load_state_dict(state["gan"])
@@ -185,6 +187,16 @@ class DaganAugmented(SeededNoise, Method):
         self.gan_ready.fill_(True)
 
     # -- sampling -----------------------------------------------------------------------------
+    def draw(self, source: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """One fake per source drawing [n, C, H, W]: G's (its EMA's) with noise from `rng`, or
+        with gan.generator affine the drawing under a random affine jitter drawn from `rng`."""
+        if self.cfg.gan.generator == "affine":
+            return random_affine(source, rng, padding=jitter_padding(self.cfg.data.source))
+        self.ensure_pretrained()
+        fake: torch.Tensor = self.gan.sampler_net(source, self.gan.z(source.shape[0], rng,
+                                                                      source.device))
+        return fake
+
     @torch.no_grad()
     def augment(self, episode: Episode, rng: torch.Generator) -> Episode:
         """The episode with `gan.augment` generated samples per real support sample appended
@@ -192,11 +204,9 @@ class DaganAugmented(SeededNoise, Method):
         m = self.cfg.gan.augment
         if m == 0:
             return episode
-        self.ensure_pretrained()
         b, n = episode.support_y.shape
         source = episode.support_x.repeat_interleave(m, dim=1).flatten(0, 1)  # [B*n*m, C, H, W]
-        fake = self.gan.sampler_net(source, self.gan.z(source.shape[0], rng, source.device)).view(
-            b, n * m, *episode.support_x.shape[2:])
+        fake = self.draw(source, rng).view(b, n * m, *episode.support_x.shape[2:])
         return replace(episode,
                        support_x=torch.cat([episode.support_x, fake], dim=1),
                        support_y=torch.cat([episode.support_y,
@@ -207,10 +217,7 @@ class DaganAugmented(SeededNoise, Method):
     def generate_for(self, support: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
         """n new drawings of the character in support [k, C, H, W], sample i generated from
         drawing i mod k (DAGAN transforms one source drawing)."""
-        self.ensure_pretrained()
-        source = support[torch.arange(n) % support.shape[0]]
-        images: torch.Tensor = self.gan.sampler_net(source, self.gan.z(n, rng, support.device))
-        return images
+        return self.draw(support[torch.arange(n) % support.shape[0]], rng)
 
     def adapt_and_sample(self, support: torch.Tensor, n: int, steps: int,
                          rng: torch.Generator) -> torch.Tensor:
