@@ -16,6 +16,10 @@ How the fakes enter an episode: `gan.augment` per real support image, after the 
 a real image: ProtoNet's prototypes are weighted means, MAML's and FOMAML's inner-loop loss a
 weighted cross-entropy. Reptile meta-trains on a joint support+query objective that has no
 support-set loss to weight, so config validation refuses a fake_weight other than 1 with it.
+
+Beyond the paper: `gan.mismatch_weight` makes the critic matching-aware (gan/pretrained.py), and
+`gan.generator: affine` draws each fake as its source under random affine jitter instead of
+from G: no GAN at all, the control whose fakes keep their class by construction.
 """
 
 from __future__ import annotations
