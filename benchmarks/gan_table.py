@@ -573,9 +573,9 @@ def classification_markdown(raw: dict[str, Any], summary: dict[str, Any],
             took = ("loaded from the cache, where an earlier run of the same key stored it"
                     + (f" ({max(stored):.0f} s per seed at most when it ran)"
                        if stored and all(stored) else ""))
-        dagan = [m for m in summary["accuracy"] if row_spec(m, args)[1] == "dagan"]
-        own_length = {m: row_spec(m, args)[2]["gan.pretrain_steps"] for m in dagan
-                      if "gan.pretrain_steps" in row_spec(m, args)[2]}
+        specs = {m: row_spec(m, args) for m in summary["accuracy"]}
+        own_length = {m: sets["gan.pretrain_steps"] for m, (_, method, sets) in specs.items()
+                      if method == "dagan" and "gan.pretrain_steps" in sets}
         length = f"{args.pretrain_steps} G and D updates (configs/dagan.yaml)" + "".join(
             f"; {m}: {n}" for m, n in own_length.items())
         lines += ["", f"DAGAN's GAN pre-training: {length}, {took}; not in the train s above. "

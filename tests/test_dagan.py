@@ -143,7 +143,10 @@ def test_a_matching_aware_critic_also_refuses_drawings_of_other_characters(loss:
     source, target = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     out = gan.critic_loss(source, target, torch.Generator().manual_seed(3))
     fake = gan.generator(source, gan.z(4, torch.Generator().manual_seed(3), source.device))
-    score = lambda x: gan.discriminator(torch.cat([source, x], 1))  # noqa: E731
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return gan.discriminator(torch.cat([source, x], 1))
+
     real_s, fake_s = score(target), score(fake)
     other_s = score(torch.stack([target[3], target[0], target[1], target[2]]))
     expected = 0.75 * gan.d_loss(real_s, fake_s) + 0.25 * gan.d_loss(real_s, other_s)
