@@ -251,3 +251,11 @@ def test_the_base_config_is_the_first_trial_by_default() -> None:
     assert parse_spec(space(**{"search/points_to_evaluate": [given]})).start_points() == [given]
     assert parse_spec(space(**{"search/start_from_base": False})).start_points() == []
     assert parse_spec(space(**{"base/model/hidden": 32})).start_points() == []
+
+
+@pytest.mark.parametrize("space, key", [("dagan", "gan.augment"), ("metagan", "gan.fake_weight")])
+def test_each_gan_space_can_choose_no_augmentation(space: str, key: str) -> None:
+    """The GAN spaces reach their plain learner: no fakes (DAGAN) or fakes in no loss (MetaGAN)."""
+    spec = load_spec(ROOT / "search_spaces" / f"{space}.yaml", [])
+    (param,) = [p for p in spec.params if p.key == key]
+    assert param.kind == "choice" and 0 in param.args, param
