@@ -61,7 +61,8 @@ start)
     --object-manager-port=$((WORKER_PORT_BASE + 2)) --runtime-env-agent-port=$((WORKER_PORT_BASE + 3)) \
     --dashboard-agent-grpc-port=$((WORKER_PORT_BASE + 4)) \
     --dashboard-agent-listen-port=$((WORKER_PORT_BASE + 5)) --min-worker-port=$((WORKER_PORT_BASE + 100)) \
-    --max-worker-port=$((WORKER_PORT_BASE + 999)) --temp-dir="$SOCKETS/head"
+    --max-worker-port=$((WORKER_PORT_BASE + 999)) --temp-dir="$SOCKETS/head" \
+    --ray-client-server-port=$((WORKER_PORT_BASE + 6))   # not Ray's fixed 10001: another head may hold it
   wait_nodes 1
   for i in 1 2; do
     base=$((WORKER_PORT_BASE + i * 1000))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -39,9 +40,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
            "BIN": str(Path(sys.executable).parent), "AWS_ACCESS_KEY_ID": "local",
            "AWS_SECRET_ACCESS_KEY": "local-secret", "AWS_REGION": "us-east-1"}
     env.pop("RAY_ADDRESS", None)
+    # Ray's default client-server port, 10001, held as another Ray head (or a lingering one)
+    # would hold it: the script must not need it.
+    blocker = socket.socket()
     try:
-        r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True,
-                           text=True, timeout=300)
+        blocker.bind(("0.0.0.0", 10001))
+        blocker.listen()
+    except OSError:  # somebody holds it already, which tests the same thing
+        pass
+    try:
+        with blocker:
+            r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True,
+                               text=True, timeout=300)
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
         assert r.returncode == 0, r.stdout + r.stderr + "".join(
             p.read_text()[-2000:] for p in state.glob("*.log"))
