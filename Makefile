@@ -37,7 +37,7 @@ demo: install
 test: install
 	$(BIN)/ruff check metagan tests benchmarks
 	$(BIN)/mypy metagan
-	$(BIN)/python -m pytest -q -rs --durations=15
+	$(BIN)/python tests/run_suite.py
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

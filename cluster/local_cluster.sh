@@ -9,6 +9,7 @@
 #   cluster/local_cluster.sh start     # prints the addresses and the env to use
 #   cluster/local_cluster.sh status
 #   cluster/local_cluster.sh stop
+#   cluster/local_cluster.sh check-ports   # are the fixed ports below free? (start checks too)
 # Settings: STATE (default .local-cluster), BIN (default .venv/bin), ports below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,9 +45,43 @@ print(sum(1 for n in ray.nodes() if n["Alive"]))' "$HOST:$HEAD_PORT" 2>/dev/null
   return 1
 }
 
+fixed_ports() {  # name=port for every port this cluster binds by number
+  echo "HEAD_PORT=$HEAD_PORT DASHBOARD_PORT=$DASHBOARD_PORT S3_PORT=$S3_PORT"
+  echo "METRICS_PORT=$METRICS_PORT METRICS_PORT+1=$((METRICS_PORT + 1)) METRICS_PORT+2=$((METRICS_PORT + 2))"
+  for i in 0 1 2; do
+    for k in 1 2 3 4 5; do echo "WORKER_PORT_BASE+$((i * 1000 + k))=$((WORKER_PORT_BASE + i * 1000 + k))"; done
+  done
+  echo "WORKER_PORT_BASE+6=$((WORKER_PORT_BASE + 6))"
+}
+
+check_ports_free() {  # one line naming the first port in use, before anything starts
+  # shellcheck disable=SC2046
+  "$BIN/python" - $(fixed_ports) <<'PY'
+import socket, sys
+for spec in sys.argv[1:]:
+    name, port = spec.split("=")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+    try:
+        s.bind(("0.0.0.0", int(port)))
+        s.listen()
+    except OSError:
+        sys.exit(f"port {port} ({name}) is in use: another cluster, or one still stopping; "
+                 f"stop it or set {name.split('+')[0]} to free ports")
+    finally:
+        s.close()
+PY
+}
+
+descendants() {  # every process below a PID, depth first
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done
+}
+
 case "${1:-}" in
 start)
   if [ -e "$STATE/head.pid" ]; then echo "already started ($STATE)"; exit 1; fi
+  check_ports_free
   mkdir -p "$STATE"
   SOCKETS=$(mktemp -d /tmp/mg-sockets.XXXX)   # short paths: unix sockets allow ~100 bytes
   echo "$SOCKETS" >"$STATE/sockets"
@@ -86,6 +121,9 @@ started: head + 2 workers, S3 at $AWS_ENDPOINT_URL (bucket metagan); state in $S
   dashboard: http://$HOST:$DASHBOARD_PORT   metrics: http://$HOST:$METRICS_PORT/metrics (head), :$((METRICS_PORT + 1)), :$((METRICS_PORT + 2)) (workers)
 MSG
   ;;
+check-ports)
+  check_ports_free && echo "every fixed port is free"
+  ;;
 status)
   for f in "$STATE"/*.pid; do
     [ -e "$f" ] || { echo "not started"; exit 0; }
@@ -94,14 +132,21 @@ status)
   done
   ;;
 stop)
-  # Workers first, then the head, then S3: each by the PID recorded at start.
+  # Workers first, then the head, then S3: each by the PID recorded at start, with every
+  # process below it (raylet, GCS, agents, workers), so that none still holds a port when
+  # stop returns and a new start on the same ports works.
   for name in worker1 worker2 head moto; do
     f="$STATE/$name.pid"; [ -e "$f" ] || continue
     pid=$(cat "$f")
     if kill -0 "$pid" 2>/dev/null; then
+      tree="$pid $(descendants "$pid" | tr '\n' ' ')"
       kill -TERM "$pid"
-      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+      for _ in $(seq 1 30); do
+        alive=""; for p in $tree; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        [ -z "$alive" ] && break
+        sleep 1
+      done
+      for p in $alive; do kill -KILL "$p" 2>/dev/null || true; done  # still there after 30 s
     fi
     rm -f "$f"
   done
@@ -112,5 +157,5 @@ stop)
   echo "stopped"
   ;;
 *)
-  echo "usage: $0 start|status|stop" >&2; exit 2 ;;
+  echo "usage: $0 start|status|stop|check-ports" >&2; exit 2 ;;
 esac

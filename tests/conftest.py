@@ -146,6 +146,25 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
                 os.environ[k] = v
 
 
+def ray_node_pids() -> set[int]:
+    """The PIDs of the processes this pytest's own Ray node started (raylet, GCS, ...)."""
+    import ray
+
+    node = ray._private.worker._global_node
+    return {p.process.pid for procs in node.all_processes.values() for p in procs}
+
+
+def started_by_this_ray(proc: Any) -> bool:
+    """Whether a psutil process descends from this pytest's Ray node (not another Ray's)."""
+    import psutil
+
+    ours = ray_node_pids()
+    try:
+        return any(parent.pid in ours for parent in proc.parents())
+    except psutil.Error:  # gone meanwhile
+        return False
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(s3, tmp_path_factory: pytest.TempPathFactory) -> str:
     """One local Ray for the session (2 CPUs); its GCS address, for CLI drivers to join.
@@ -161,8 +180,7 @@ def ray_cluster(s3, tmp_path_factory: pytest.TempPathFactory) -> str:
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                    _temp_dir=str(temp))
-    node = ray._private.worker._global_node
-    started = [p.process.pid for procs in node.all_processes.values() for p in procs]
+    started = sorted(ray_node_pids())
     try:
         yield ctx.address_info["gcs_address"]
     finally:

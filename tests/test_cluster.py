@@ -61,13 +61,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                "state": state, "pids": pids}
     finally:  # also after a failed start: stop whatever did start
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+        tree = {f"{name}: {c.pid} {c.name()}": c for name, pid in pids.items()
+                if psutil.pid_exists(pid) for c in [psutil.Process(pid),
+                                                    *psutil.Process(pid).children(recursive=True)]}
         stop = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True,
                               text=True, timeout=180)
         assert stop.returncode == 0, stop.stderr
-        time.sleep(2)
-        alive = [n for n, pid in pids.items() if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        # Stop returns only when every process it started, and all below them, is gone, and
+        # with them every fixed port (a new cluster on the same ports can start at once).
+        alive = [what for what, proc in tree.items() if proc.is_running()
+                 and proc.status() != psutil.STATUS_ZOMBIE]
         assert not alive, f"still running after stop: {alive}"
+        ports = subprocess.run(["bash", str(SCRIPT), "check-ports"], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert ports.returncode == 0, ports.stderr
 
 
 def cli(cluster: dict, *args: str, env: dict | None = None, timeout: float = 300):
@@ -250,3 +257,32 @@ def test_stop_a_running_search(cluster: dict) -> None:
             break
         time.sleep(2)
     assert json.loads(r.stdout)[0]["status"] == "STOPPED"
+
+
+def test_start_refuses_a_held_port_before_starting_anything(tmp_path: Path) -> None:
+    """A fixed port in use (another cluster, or one still stopping) is named in one line, and
+    nothing is started: no node, no S3, no PID file."""
+    state = tmp_path / "state"
+    env = {**os.environ, "STATE": str(state), "HEAD_PORT": str(free_port()),
+           "DASHBOARD_PORT": str(free_port()), "S3_PORT": str(free_port()),
+           "METRICS_PORT": str(free_port()),
+           # Apart from the module cluster's fixed ports (24000-26006), which may be up.
+           "WORKER_PORT_BASE": "28000",
+           "BIN": str(Path(sys.executable).parent)}
+    env.pop("RAY_ADDRESS", None)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 28001))
+        holder.listen()
+        r = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        held = subprocess.run(["bash", str(SCRIPT), "check-ports"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines == ["port 28001 (WORKER_PORT_BASE+1) is in use: another cluster, or one still "
+                     "stopping; stop it or set WORKER_PORT_BASE to free ports"], r.stderr
+    assert not list(state.glob("*.pid")) and not list(state.glob("*.log")), sorted(state.glob("*"))
+    assert held.returncode != 0 and "port 28001" in held.stderr
+    free = subprocess.run(["bash", str(SCRIPT), "check-ports"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert free.returncode == 0 and "every fixed port is free" in free.stdout, free.stderr
