@@ -37,9 +37,13 @@ def part_command(marks: str, basetemp: Path, extra: list[str]) -> list[str]:
             "--basetemp", str(basetemp), "-m", marks, *extra]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: ends the run as Ctrl-C does (both parts tear down what they started)."""
+
+
 def interrupted(signum: int, frame: object) -> None:
-    """SIGTERM ends the run as Ctrl-C does (both parts tear down what they started)."""
-    raise KeyboardInterrupt
+    """Turn SIGTERM into an exception the run loop handles."""
+    raise Terminated
 
 
 def main(extra: list[str]) -> int:
@@ -56,6 +60,8 @@ def main(extra: list[str]) -> int:
                                          *part_command(marks, scratch / name, extra)], cwd=ROOT,
                                         env=env, stdout=out, stderr=subprocess.STDOUT)
             procs[name] = (proc, log, time.monotonic())
+        print(f"running parts {', '.join(PARTS)} side by side; live output: {scratch}/*.log",
+              flush=True)
         failed = []
         pending = dict(procs)
         while pending:
@@ -70,11 +76,14 @@ def main(extra: list[str]) -> int:
                 if proc.returncode != 0:  # 5 (nothing collected) is a failure too
                     failed.append(name)
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # pytest tears down on SIGINT: the Ray and S3 it started are stopped by their PIDs.
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+        # Ctrl-C already reached the parts (same process group); a second SIGINT would cut
+        # their teardown short, so only SIGTERM is passed on.
+        if isinstance(stop, Terminated):
+            for proc, _, _ in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
         for proc, _, _ in procs.values():
             proc.wait()
         return 130
