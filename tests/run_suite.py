@@ -26,9 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Complementary marker expressions: every collected test runs in exactly one part.
-PARTS = {"services": "ray or s3", "core": "not (ray or s3)"}
-NICENESS = {"services": 0, "core": 19}
+# Part -> (marker expression, niceness). The expressions are complementary: every collected
+# test runs in exactly one part.
+PARTS = {"services": ("ray or s3", 0), "core": ("not (ray or s3)", 19)}
 
 
 def part_command(marks: str, basetemp: Path, extra: list[str]) -> list[str]:
@@ -53,10 +53,10 @@ def main(extra: list[str]) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="metagan-suite-"))
     procs: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     try:
-        for name, marks in PARTS.items():
+        for name, (marks, niceness) in PARTS.items():
             log = scratch / f"{name}.log"
             with log.open("w") as out:
-                proc = subprocess.Popen(["nice", "-n", str(NICENESS[name]),
+                proc = subprocess.Popen(["nice", "-n", str(niceness),
                                          *part_command(marks, scratch / name, extra)], cwd=ROOT,
                                         env=env, stdout=out, stderr=subprocess.STDOUT)
             procs[name] = (proc, log, time.monotonic())
@@ -69,7 +69,7 @@ def main(extra: list[str]) -> int:
                 if proc.poll() is None:
                     continue
                 del pending[name]
-                print(f"===== part '{name}' (-m '{PARTS[name]}'): exit {proc.returncode} "
+                print(f"===== part '{name}' (-m '{PARTS[name][0]}'): exit {proc.returncode} "
                       f"after {time.monotonic() - start:.0f} s =====", flush=True)
                 sys.stdout.write(log.read_text(errors="replace"))
                 sys.stdout.flush()

@@ -61,20 +61,34 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                "state": state, "pids": pids}
     finally:  # also after a failed start: stop whatever did start
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
-        tree = {f"{name}: {c.pid} {c.name()}": c for name, pid in pids.items()
-                if psutil.pid_exists(pid) for c in [psutil.Process(pid),
-                                                    *psutil.Process(pid).children(recursive=True)]}
+        tree = {proc: name for name, pid in pids.items() for proc in process_tree(pid)}
         stop = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True,
                               text=True, timeout=180)
         assert stop.returncode == 0, stop.stderr
         # Stop returns only when every process it started, and all below them, is gone, and
         # with them every fixed port (a new cluster on the same ports can start at once).
-        alive = [what for what, proc in tree.items() if proc.is_running()
-                 and proc.status() != psutil.STATUS_ZOMBIE]
+        alive = [f"{name}: {proc.pid}" for proc, name in tree.items() if still_running(proc)]
         assert not alive, f"still running after stop: {alive}"
         ports = subprocess.run(["bash", str(SCRIPT), "check-ports"], env=env, capture_output=True,
                                text=True, timeout=60)
         assert ports.returncode == 0, ports.stderr
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and every process below it; empty if it is gone (a worker may exit meanwhile)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def still_running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (the same process: is_running also compares its start time)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cli(cluster: dict, *args: str, env: dict | None = None, timeout: float = 300):
