@@ -8,7 +8,9 @@ length and evaluated once on the same meta-test episodes (the evaluation tasks d
 train.seed and the split, and no shipped space searches train.seed): the comparison is paired.
 Batch norm as configured (the default `model.batch_norm: support`: non-transductive).
 
-With --confirm-top K, each search's K best trials are re-scored on --confirm-episodes meta-val
+A space with `search.confirm_top` (and `keep_base`) re-scores its own best trials (and the base
+config's trial) as the search ends; the script prints that record. With --confirm-top K, each
+search's K best trials are re-scored on --confirm-episodes meta-val
 tasks and the best of those is evaluated too (metagan/confirm.py: less selection noise). A
 search already stored under OUT is reused, and confirmed after the fact if it was not; every
 checkpoint's meta-test accuracy is measured once and kept in OUT/test_evaluations.json.
@@ -164,7 +166,9 @@ def main() -> None:
                "checkpoint": found["best_checkpoint"], "test": test,
                # None for a summary stored before the script timed its searches
                "search_wall_s": found.get("search_wall_s"),
-               "beats_base": test["accuracy"] >= base["test"]["accuracy"]}
+               "beats_base": test["accuracy"] >= base["test"]["accuracy"],
+               # the space's own re-scoring (search.confirm_top, keep_base), if it has one
+               "search_confirmed": found.get("confirmed")}
         if args.confirm_top:
             record = confirmed_pick(storage, search_name(args.space, seed), args.confirm_top,
                                     args.confirm_episodes)
@@ -186,6 +190,15 @@ def main() -> None:
         t = r["test"]
         print(f"| {r['seed']} | {r['best_val']:.4f} | {t['accuracy']:.4f} +- {t['ci95']:.4f} | "
               f"{t['accuracy'] - b['accuracy']:+.4f} | {'yes' if r['beats_base'] else 'no'} |")
+    for r in rows:
+        c = r["search_confirmed"]
+        if c and "base" in c:
+            kept = c["best"]["key"] == c["base"]["key"]
+            print(f"seed {r['seed']}: the search's re-scoring ({c['episodes']} meta-val tasks): base "
+                  f"trial {c['base']['trial_id']} {c['base']['confirmed']:.4f}; candidates "
+                  + ", ".join(f"{x['trial_id']} {x['confirmed']:.4f} ({x['vs_base']['diff']:+.4f} "
+                              f"+- {x['vs_base']['ci95']:.4f})" for x in c["candidates"])
+                  + ("; the base is kept" if kept else f"; answer {c['best']['trial_id']}"))
     if args.confirm_top:
         print(f"\nthe {args.confirm_top} best trials of each search re-scored on "
               f"{args.confirm_episodes} meta-val tasks:")

@@ -10,43 +10,110 @@ those, shrinks that noise; meta-test is never read. The tasks are the run's own 
 the search's tasks are the first of them and every candidate is scored on the same ones
 (paired). Candidates are named relative to the experiment (`trial/checkpoint_N`), so the record
 survives moving or syncing the experiment.
+
+With `base` (the search's starting point, `search.keep_base`), the trial that ran the base
+config is re-scored too and stays the answer unless a candidate beats it on the re-scored tasks
+by a paired 95% interval above zero: a search whose best trials meta-val cannot tell apart from
+where it started answers with where it started, rather than with the luckiest of equals.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import tempfile
 from typing import Any
 
 from .config import ConfigError
-from .results import Experiment, checkpoint_key
+from .loop import mean_ci95
+from .results import Experiment, StoredCheckpoint, checkpoint_key, warn
 from .run import load_loop
 from .space import CONFIRMABLE
 
 
-def confirm_best(found: Experiment, top: int, episodes: int,
-                 device: str | None = None) -> dict[str, Any]:
-    """Re-score the `top` best trials' best checkpoints on `episodes` meta-val tasks, store the
-    record in the experiment (`Experiment.best` then answers with its winner), return it."""
+def confirm_best(found: Experiment, top: int, episodes: int, device: str | None = None,
+                 base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Re-score the `top` best trials' best checkpoints on `episodes` meta-val tasks (and the
+    trial of the `base` point, given one), store the record in the experiment
+    (`Experiment.best` then answers with its winner), return it."""
     metric, mode = found.metric, found.mode
     if (metric, mode) != (CONFIRMABLE, "max"):
         raise ConfigError(f"confirm: re-scoring is for {CONFIRMABLE!r} (max); experiment "
                           f"{found.name!r} searched {metric!r} ({mode})")
-    ranked = found.ranking()[:top]
+    ranking = found.ranking()
+    ranked = ranking[:top]
     if not ranked:
         raise ConfigError(f"experiment {found.name!r}: no stored checkpoint holds {metric!r}")
-    candidates: list[dict[str, Any]] = []
-    for stored in ranked:
-        with tempfile.TemporaryDirectory(prefix="metagan-confirm-") as tmp:
-            scored = load_loop(found.download(stored.uri, tmp), device).evaluate("val", episodes)
-        candidates.append({"key": checkpoint_key(stored), "trial": stored.trial,
-                           "trial_id": found.trial_id(stored.trial), "checkpoint": stored.uri,
-                           "iteration": int(stored.metrics.get("iteration", 0)),
-                           "search_value": stored.value(metric),
-                           "confirmed": float(scored["accuracy"]),
-                           "ci95": float(scored["ci95"])})
+    scores: dict[str, Any] = {}  # checkpoint key -> its per-task accuracies
+
+    def scored(stored: StoredCheckpoint) -> dict[str, Any]:
+        key = checkpoint_key(stored)
+        if key not in scores:
+            with tempfile.TemporaryDirectory(prefix="metagan-confirm-") as tmp:
+                scores[key] = load_loop(found.download(stored.uri, tmp), device).task_accuracies(
+                    "val", episodes)
+        mean, ci = mean_ci95(scores[key])
+        return {"key": key, "trial": stored.trial, "trial_id": found.trial_id(stored.trial),
+                "checkpoint": stored.uri, "iteration": int(stored.metrics.get("iteration", 0)),
+                "search_value": stored.value(metric), "confirmed": mean, "ci95": ci}
+
+    candidates = [scored(stored) for stored in ranked]
     # Ties go to the earlier candidate: the one the search itself ranked higher.
     winner = max(candidates, key=lambda c: (c["confirmed"], -candidates.index(c)))
-    record = {"metric": metric, "mode": mode, "top": top, "episodes": episodes,
-              "best": winner["key"], "candidates": candidates}
+    record: dict[str, Any] = {"metric": metric, "mode": mode, "top": top, "episodes": episodes}
+    if base is not None:
+        stored_base = base_checkpoint(found, ranking, base)
+        if stored_base is None:
+            warn(f"experiment {found.name!r}: no stored checkpoint of the base config's trial; "
+                 "the best re-scored trial is the answer")
+        else:
+            record["base"] = scored(stored_base)
+            winner = keep_base_unless_beaten(candidates, record["base"], scores)
+    record.update(best=winner["key"], candidates=candidates)
     found.write_confirmed(record)
     return record
+
+
+def keep_base_unless_beaten(candidates: list[dict[str, Any]], base: dict[str, Any],
+                            scores: dict[str, Any]) -> dict[str, Any]:
+    """The best re-scored candidate whose paired difference from the base has a 95% interval
+    above zero, else the base; each candidate's difference is added to it as "vs_base"."""
+    beaten = []
+    for c in candidates:
+        diff, ci = mean_ci95(scores[c["key"]] - scores[base["key"]])
+        c["vs_base"] = {"diff": diff, "ci95": ci}
+        if c["key"] != base["key"] and diff - ci > 0:
+            beaten.append(c)
+    return max(beaten, key=lambda c: (c["confirmed"], -candidates.index(c)), default=base)
+
+
+def base_checkpoint(found: Experiment, ranking: list[StoredCheckpoint],
+                    base: dict[str, Any]) -> StoredCheckpoint | None:
+    """The best stored checkpoint of the earliest trial whose sampled values are the base
+    point's (the search's first trial), or None."""
+    for stored in sorted(ranking, key=lambda c: trial_number(c.trial)):
+        if same_point(found.params(stored), base):
+            return stored
+    return None
+
+
+def trial_number(trial: str) -> int:
+    """Tune's running number of a trial, from its directory name (`..._<id>_<N>_...`)."""
+    parts = trial.split("_")
+    return int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else sys.maxsize
+
+
+def same_point(params: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether a trial's sampled values are this point (floats to 1e-9 relative)."""
+    if set(params) != set(point):
+        return False
+    for key, want in point.items():
+        got = params[key]
+        if isinstance(want, float) or isinstance(got, float):
+            if isinstance(got, bool) or isinstance(want, bool) or not isinstance(got, (int, float)):
+                return False
+            if not math.isclose(float(got), float(want), rel_tol=1e-9):
+                return False
+        elif got != want:
+            return False
+    return True

@@ -172,6 +172,17 @@ class EpisodeLoop:
         mean, ci = mean_ci95(self._task_accuracies(sampler, episodes, self._eval_seed(split, group)))
         return {"accuracy": mean, "ci95": ci, "episodes": episodes}
 
+    @torch.no_grad()
+    def task_accuracies(self, split: str = "val", episodes: int = 600) -> torch.Tensor:
+        """Query accuracy [episodes] of each task `evaluate(split, episodes)` scores, in order:
+        two runs of one seed and split see the same tasks, so their difference is paired."""
+        self._require_classifier("per-task accuracy")
+        t = self.cfg.task
+        seed = self._eval_seed(split)
+        sampler = TaskSampler(self.splits.get(split), t.eval_ways or t.ways, t.shots, t.queries,
+                              seed, self.device)
+        return self._task_accuracies(sampler, episodes, seed)
+
     def _eval_seed(self, split: str, group: str | None = None) -> int:
         """The seed of a split's evaluation tasks (of one alphabet's, given `group`)."""
         seed = self.cfg.train.seed + SPLIT_SEED_OFFSET[split]

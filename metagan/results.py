@@ -386,16 +386,28 @@ class Experiment:
                           iteration=int(top.metrics.get("iteration", 0)),
                           trial_id=self.trial_id(top.trial))
 
+    def params(self, stored: StoredCheckpoint) -> dict[str, Any]:
+        """A stored checkpoint's trial's sampled values (its params.json); {} if damaged."""
+        try:
+            params = json.loads(self.read_bytes(posixpath.join(stored.path, PARAMS_FILE)))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return params if isinstance(params, dict) else {}
+
     def confirmed(self) -> dict[str, Any] | None:
         """The stored re-scoring of the top trials (see metagan/confirm.py), if there is one,
         with each candidate's "checkpoint" URI where the experiment is now; its "best" is the
-        winning candidate."""
+        winning candidate (or its "base", the base config's trial, under search.keep_base)."""
         where = posixpath.join(self.path, CONFIRMED_FILE)
         try:
             data = json.loads(self.read_bytes(where))
-            candidates = [{**c, "checkpoint": self.storage.uri_of(posixpath.join(self.path, c["key"])),
-                           "confirmed": float(c["confirmed"])} for c in data["candidates"]]
-            best = next(c for c in candidates if c["key"] == data["best"])
+            def here(c: dict[str, Any]) -> dict[str, Any]:  # the URI where the experiment is now
+                return {**c, "checkpoint": self.storage.uri_of(posixpath.join(self.path, c["key"])),
+                        "confirmed": float(c["confirmed"])}
+
+            candidates = [here(c) for c in data["candidates"]]
+            base = [here(data["base"])] if "base" in data else []  # search.keep_base
+            best = next(c for c in candidates + base if c["key"] == data["best"])
             if (data["metric"], data["mode"]) != (self.metric, self.mode):
                 raise ValueError("another objective")
             int(data["episodes"]), int(data["top"])
@@ -405,7 +417,7 @@ class Experiment:
             self._damaged(ConfigError(f"{self.storage.uri_of(where)}: damaged"),
                           "the re-scoring (the search's own reports rank)")
             return None
-        return {**data, "candidates": candidates, "best": best}
+        return {**data, "candidates": candidates, "best": best, **({"base": base[0]} if base else {})}
 
     def write_confirmed(self, record: dict[str, Any]) -> None:
         """Store a re-scoring of the top trials (metagan/confirm.py writes it)."""

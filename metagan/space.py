@@ -7,7 +7,7 @@ A space file (see `search_spaces/`) has these sections, validated here in one pl
   space:      dotted config key -> distribution; `choice` may map each value to a sub-space
   search:     algorithm (hyperopt | random | grid), metric, mode, num_samples, max_concurrent,
               seed, initial_points, points_to_evaluate, time_budget_s, confirm_top,
-              confirm_episodes
+              confirm_episodes, keep_base
   scheduler:  name (asha | median | pbt | none) and its settings, in meta-iterations
   resources:  cpu, gpu (fractions allowed)
   checkpoint: keep, score (which of a trial's checkpoints Tune keeps)
@@ -73,6 +73,9 @@ class SearchConfig:
     # search's answer (metagan/confirm.py). 0: the single best report decides.
     confirm_top: int = 0
     confirm_episodes: int = 1000
+    # With confirm_top: the base config's trial is re-scored too, and stays the answer unless a
+    # candidate beats it by a paired 95% interval above zero on those tasks (metagan/confirm.py).
+    keep_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,14 @@ def _check_confirm(spec: SearchSpec) -> None:
     if not s.confirm_top:
         if s.confirm_episodes != SearchConfig.confirm_episodes:
             raise ConfigError("search.confirm_episodes: read only with search.confirm_top > 0")
+        if s.keep_base:
+            raise ConfigError("search.keep_base: read only with search.confirm_top > 0 (the base "
+                              "trial is kept unless a re-scored candidate beats it)")
         return
+    if s.keep_base and (s.points_to_evaluate or spec.base_point() is None):
+        raise ConfigError("search.keep_base: the search does not start from the base config "
+                          "(points_to_evaluate given, start_from_base off, grid search, conditional "
+                          "choices, or a base value outside the space)")
     if (s.metric, s.mode) != (CONFIRMABLE, "max"):
         raise ConfigError(f"search.confirm_top: re-scoring on more episodes is for {CONFIRMABLE!r} "
                           f"(mode max); the search's metric is {s.metric!r} ({s.mode})")

@@ -3,7 +3,9 @@
 Three stored trials hold real checkpoints of tiny ProtoNet runs (1, 12 and 4 meta-iterations),
 with the values the search "reported" written so that the search ranks them in a chosen order.
 The re-scoring must evaluate exactly the top ones on the meta-val tasks, pick the best
-re-scored one, and every reader of the store must then answer with it.
+re-scored one, and every reader of the store must then answer with it. With search.keep_base,
+the base config's trial is re-scored too and stays the answer unless a candidate beats it by a
+paired 95% interval.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from metagan import api, results
 from metagan.config import ConfigError
-from metagan.confirm import confirm_best
+from metagan.confirm import confirm_best, keep_base_unless_beaten, same_point
 from metagan.results import Experiment
 from metagan.run import LAST, load_loop, train
 from metagan.space import parse_spec
@@ -57,17 +60,19 @@ def space_data(**search: object) -> dict:
             "scheduler": {"name": "none"}}
 
 
-def make_store(root: Path, runs: dict[str, Path], reported: dict[str, float]) -> Experiment:
-    """An experiment whose trials hold the runs' checkpoints with these reported values."""
+def make_store(root: Path, runs: dict[str, Path], reported: dict[str, float],
+               params: dict[str, dict] | None = None) -> Experiment:
+    """An experiment whose trials hold the runs' checkpoints with these reported values (and
+    these sampled values per trial; default model.hidden 8)."""
     spec = parse_spec(space_data(confirm_top=2, confirm_episodes=EPISODES))
     results.write_space(parse_storage(str(root)), "exp", spec.to_dict())
     for key, run in runs.items():
         trial = root / "exp" / trial_name(key)
         ckpt = trial / "checkpoint_000000"
         shutil.copytree(run, ckpt)
-        metrics = {"iteration": ITERATIONS[key], "val_accuracy": reported[key], "loss": 0.5}
+        metrics = {"iteration": ITERATIONS.get(key, 0), "val_accuracy": reported[key], "loss": 0.5}
         (ckpt / "metrics.json").write_text(json.dumps(metrics))
-        (ckpt / "params.json").write_text(json.dumps({"model.hidden": 8}))
+        (ckpt / "params.json").write_text(json.dumps((params or {}).get(key, {"model.hidden": 8})))
         (trial / "result.json").write_text(json.dumps({"trial_id": key * 8, **metrics}) + "\n")
     return Experiment.open(str(root), "exp")
 
@@ -140,6 +145,89 @@ def test_a_damaged_or_stale_rescoring_is_named_and_never_trusted(
     assert capsys.readouterr().err.count("no longer the best trials") == 1
 
 
+BASE = {"optim.lr": 0.001, "model.hidden": 8}   # the base point of the keep-base stores
+OTHER = {"optim.lr": 0.003, "model.hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ProtoNet run of the same seed trained 300 meta-iterations: far better on meta-val
+    than the 1-iteration run."""
+    root = tmp_path_factory.mktemp("confirm-long")
+    train(tiny_config(**{"train.iterations": 300}), root / "d")
+    return root / "d" / LAST
+
+
+def test_task_accuracies_are_the_tasks_evaluate_scores(runs: dict[str, Path]) -> None:
+    loop = load_loop(runs["b"])
+    per_task = loop.task_accuracies("val", EPISODES)
+    assert per_task.shape == (EPISODES,)
+    assert per_task.mean().item() == pytest.approx(loop.evaluate("val", EPISODES)["accuracy"])
+    assert torch.equal(per_task, load_loop(runs["b"]).task_accuracies("val", EPISODES))
+
+
+def test_keep_base_answers_with_the_base_when_the_search_was_only_lucky(
+        tmp_path: Path, runs: dict[str, Path]) -> None:
+    """The two leaders are copies of the base trial's run that the search over-rated: on the
+    same tasks they score exactly as the base, so nothing beats it and the base is the answer,
+    though it is not among the top trials."""
+    copies = {"a": runs["a"], "b": runs["a"], "c": runs["a"]}
+    found = make_store(tmp_path / "store", copies, {"a": 0.5, "b": 0.99, "c": 0.98},
+                       params={"a": BASE, "b": OTHER, "c": {**OTHER, "model.hidden": 16}})
+    record = confirm_best(found, top=2, episodes=EPISODES, base=BASE)
+    assert [c["trial"] for c in record["candidates"]] == [trial_name("b"), trial_name("c")]
+    assert record["base"]["trial"] == trial_name("a")
+    assert all(c["vs_base"] == {"diff": 0.0, "ci95": 0.0} for c in record["candidates"])
+    assert record["best"] == record["base"]["key"] == f"{trial_name('a')}/checkpoint_000000"
+    best = Experiment.open(str(tmp_path / "store"), "exp").best()
+    assert best.trial == trial_name("a") and best.value == 0.5
+    assert best.confirmed == pytest.approx(record["base"]["confirmed"])
+    # Without keep_base, the same store answers with a top trial.
+    assert confirm_best(found, top=2, episodes=EPISODES)["best"] == record["candidates"][0]["key"]
+
+
+def test_keep_base_yields_to_a_candidate_that_beats_it(
+        tmp_path: Path, runs: dict[str, Path], long_run: Path) -> None:
+    found = make_store(tmp_path / "store", {"a": runs["a"], "d": long_run}, {"a": 0.5, "d": 0.9},
+                       params={"a": BASE, "d": OTHER})
+    record = confirm_best(found, top=1, episodes=EPISODES, base=BASE)
+    (d,) = record["candidates"]
+    assert d["trial"] == trial_name("d") and record["base"]["trial"] == trial_name("a")
+    assert d["vs_base"]["diff"] - d["vs_base"]["ci95"] > 0  # beaten by a paired interval
+    assert d["vs_base"]["diff"] == pytest.approx(d["confirmed"] - record["base"]["confirmed"])
+    assert record["best"] == d["key"]
+    assert Experiment.open(str(tmp_path / "store"), "exp").best().trial == trial_name("d")
+
+
+def test_keep_base_without_a_stored_base_trial_warns_and_ranks_the_candidates(
+        tmp_path: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    found = make_store(tmp_path / "store", runs, {"a": 0.99, "b": 0.6, "c": 0.5},
+                       params={k: OTHER for k in runs})
+    record = confirm_best(found, top=1, episodes=EPISODES, base=BASE)
+    assert "base" not in record and record["best"] == record["candidates"][0]["key"]
+    assert "no stored checkpoint of the base config's trial" in capsys.readouterr().err
+
+
+def test_the_paired_rule_prefers_a_consistent_gain_to_a_noisy_larger_one() -> None:
+    """Per-task accuracies: one candidate is 1 point better on every task, another 2 points
+    better on average but with a spread that puts zero inside its interval."""
+    base = torch.linspace(0.5, 0.9, 100)
+    steady = base + 0.01
+    noisy = base + 0.02 + 0.3 * torch.tensor([1.0, -1.0] * 50)
+    scores = {"base": base, "steady": steady, "noisy": noisy}
+    candidates = [{"key": k, "confirmed": scores[k].mean().item()} for k in ("noisy", "steady")]
+    assert keep_base_unless_beaten(candidates, {"key": "base"}, scores)["key"] == "steady"
+    assert keep_base_unless_beaten(candidates[:1], {"key": "base"}, scores)["key"] == "base"
+    assert candidates[0]["vs_base"]["diff"] == pytest.approx(0.02)
+
+
+def test_same_point_matches_values_not_spellings() -> None:
+    assert same_point({"optim.lr": 0.001 * (1 + 1e-12), "model.hidden": 8}, BASE)
+    assert not same_point({"optim.lr": 0.001, "model.hidden": 16}, BASE)
+    assert not same_point({"optim.lr": 0.001}, BASE)
+    assert not same_point({"optim.lr": True, "model.hidden": 8}, {"optim.lr": 1.0, "model.hidden": 8})
+
+
 @pytest.mark.parametrize("search, message", [
     ({"confirm_top": -1}, "search.confirm_top must be >= 0"),
     ({"confirm_top": 2, "confirm_episodes": 0}, "search.confirm_episodes >= 1"),
@@ -148,6 +236,11 @@ def test_a_damaged_or_stale_rescoring_is_named_and_never_trusted(
     ({"confirm_episodes": 500}, "search.confirm_episodes: read only with search.confirm_top > 0"),
     ({"confirm_top": 2, "confirm_episodes": 8}, r"must exceed schedule.eval_episodes \(8\)"),
     ({"confirm_top": 2, "algorithm": "grid", "num_samples": 2}, "not be paired"),
+    ({"keep_base": True}, "search.keep_base: read only with search.confirm_top > 0"),
+    ({"confirm_top": 2, "keep_base": True, "points_to_evaluate": [{"model.hidden": 8}]},
+     "search.keep_base: the search does not start from the base config"),
+    ({"confirm_top": 2, "keep_base": True, "start_from_base": False},
+     "search.keep_base: the search does not start from the base config"),
 ])
 def test_impossible_confirm_settings_are_refused(search: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -231,6 +231,43 @@ def test_a_confirmed_search_answers_with_its_rescored_winner(
     assert loop.evaluate("val", 48)["accuracy"] == pytest.approx(winner["confirmed"])
 
 
+def test_keep_base_finds_the_base_trial_and_answers_by_the_paired_rule(
+        tmp_path: Path, s3: dict, ray_cluster: str) -> None:
+    """search.keep_base: the trial Ray ran for the base config is found by its sampled values
+    and re-scored beside the top trial; the answer is the candidate only if its paired
+    difference from the base, measured here again from the two checkpoints, is above zero."""
+    space = write_space(tmp_path / "space.yaml", iterations=20, samples=3, scheduler="none",
+                        search={"confirm_top": 1, "confirm_episodes": 48, "keep_base": True})
+    out = tmp_path / "r.json"
+    r = subprocess.run(search_cmd(space, "kept", ray_cluster, "--json", str(out)),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stored = json.loads(read(s3, "kept-root/kept/confirmed.json"))
+    base, (top,) = stored["base"], stored["candidates"]
+    base_point = {"optim.lr": 0.001, "model.hidden": 8}  # tiny_data's values
+    assert json.loads(read(s3, f"kept-root/kept/{base['key']}/params.json")) == base_point
+    config = yaml.safe_load(read(s3, f"kept-root/kept/{base['key']}/config.yaml"))
+    assert (config["optim"]["lr"], config["model"]["hidden"]) == (0.001, 8)
+    from metagan import api
+    from metagan.results import Experiment
+    from metagan.run import load_loop
+
+    found = Experiment.open("s3://metagan/kept-root", "kept")
+    per_task = {}
+    for c in (base, top):
+        per_task[c["key"]] = load_loop(found.download(c["checkpoint"], tmp_path / c["trial"])
+                                       ).task_accuracies("val", 48)
+    diff = per_task[top["key"]] - per_task[base["key"]]
+    mean, half = diff.mean().item(), 1.96 * diff.std().item() / 48 ** 0.5
+    assert top["vs_base"]["diff"] == pytest.approx(mean, abs=1e-6)
+    beaten = top["key"] != base["key"] and mean - half > 0
+    assert stored["best"] == (top if beaten else base)["key"]
+    result = json.loads(out.read_text())
+    assert result["best_checkpoint"] == (top if beaten else base)["checkpoint"]
+    assert api.best_result("kept", "s3://metagan/kept-root").checkpoint == result["best_checkpoint"]
+    assert f"the base config's trial {base['trial_id']}" in r.stdout, r.stdout
+
+
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
     space = write_space(tmp_path / "space.yaml")
     from .services import free_port

@@ -76,6 +76,11 @@ class SearchResult:
             lines.append(f"  chosen on {c['episodes']} meta-val tasks among the {len(c['candidates'])} "
                          "best trials: " + ", ".join(
                              f"{x['trial_id']} {x['confirmed']:.4f}" for x in c["candidates"]))
+            if "base" in c:  # search.keep_base
+                b = c["base"]
+                verdict = ("kept: no candidate beats it by a paired 95% interval"
+                           if c["best"]["key"] == b["key"] else "beaten")
+                lines.append(f"  the base config's trial {b['trial_id']} {b['confirmed']:.4f}: {verdict}")
         sign = 1 if self.mode == "max" else -1
         if self.confirmed is None and sign * self.best_reported > sign * self.best_value:
             lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
@@ -341,7 +346,8 @@ def confirm(spec: SearchSpec, storage: Storage, name: str) -> None:
     device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
     try:
         confirm_best(Experiment(storage, name, on_damaged=warn), spec.search.confirm_top,
-                     spec.search.confirm_episodes, device)
+                     spec.search.confirm_episodes, device,
+                     base=spec.base_point() if spec.search.keep_base else None)
     except (ConfigError, StorageError, OSError, RuntimeError) as e:
         warn(f"search {name}: re-scoring the top trials failed ({first_line(e, 300)}); the search's own "
              "reports rank its trials")
