@@ -119,6 +119,9 @@ def confirmed_pick(storage: Path, name: str, top: int, episodes: int) -> dict[st
     fact, and timed, when the search did not do it)."""
     found = Experiment.open(str(storage), name)
     record = found.confirmed()
+    if record is not None and "base" in record:
+        sys.exit(f"error: search {name} re-scored its trials itself (search.keep_base); "
+                 "drop --confirm-top, which would replace that record")
     if record is None or (record["episodes"], record["top"]) != (episodes, top):
         start = time.perf_counter()
         confirm_best(found, top, episodes)

@@ -6,15 +6,19 @@ the largest of many such estimates favours the luckiest one (the winner's curse)
 winner's meta-test accuracy falls short of what its meta-val promised. Re-scoring the
 `search.confirm_top` best trials on `search.confirm_episodes` meta-val tasks, and picking among
 those, shrinks that noise; meta-test is never read. The tasks are the run's own meta-val tasks
-(they depend on train.seed and the split, and a confirmed search does not vary train.seed), so
-the search's tasks are the first of them and every candidate is scored on the same ones
-(paired). Candidates are named relative to the experiment (`trial/checkpoint_N`), so the record
-survives moving or syncing the experiment.
+(they depend on train.seed and the split, and a confirmed search does not vary train.seed) in
+the base config's evaluation shape (its eval ways, shots and queries, even for a trial that
+searched its own), so every candidate is scored on the same tasks (paired), and for trials of
+that shape the search's tasks are the first of them. Candidates are named relative to the
+experiment (`trial/checkpoint_N`), so the record survives moving or syncing the experiment.
 
 With `base` (the search's starting point, `search.keep_base`), the trial that ran the base
 config is re-scored too and stays the answer unless a candidate beats it on the re-scored tasks
 by a paired 95% interval above zero: a search whose best trials meta-val cannot tell apart from
-where it started answers with where it started, rather than with the luckiest of equals.
+where it started answers with where it started, rather than with the luckiest of equals. The
+record then holds "base" (which may also be a candidate) and each candidate's "vs_base" (paired
+difference and its 95% half-width; 0 for the base itself). Without a stored checkpoint of the
+base trial, one warning, and the best re-scored candidate is the answer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import math
 import sys
 import tempfile
 from typing import Any
+
+import torch
 
 from .config import ConfigError
 from .loop import mean_ci95
@@ -44,14 +50,15 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     ranked = ranking[:top]
     if not ranked:
         raise ConfigError(f"experiment {found.name!r}: no stored checkpoint holds {metric!r}")
-    scores: dict[str, Any] = {}  # checkpoint key -> its per-task accuracies
+    shape = scoring_shape(found.space)
+    scores: dict[str, torch.Tensor] = {}  # checkpoint key -> its per-task accuracies
 
     def scored(stored: StoredCheckpoint) -> dict[str, Any]:
         key = checkpoint_key(stored)
         if key not in scores:
             with tempfile.TemporaryDirectory(prefix="metagan-confirm-") as tmp:
                 scores[key] = load_loop(found.download(stored.uri, tmp), device).task_accuracies(
-                    "val", episodes)
+                    "val", episodes, **shape)
         mean, ci = mean_ci95(scores[key])
         return {"key": key, "trial": stored.trial, "trial_id": found.trial_id(stored.trial),
                 "checkpoint": stored.uri, "iteration": int(stored.metrics.get("iteration", 0)),
@@ -60,7 +67,8 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     candidates = [scored(stored) for stored in ranked]
     # Ties go to the earlier candidate: the one the search itself ranked higher.
     winner = max(candidates, key=lambda c: (c["confirmed"], -candidates.index(c)))
-    record: dict[str, Any] = {"metric": metric, "mode": mode, "top": top, "episodes": episodes}
+    record: dict[str, Any] = {"metric": metric, "mode": mode, "top": top, "episodes": episodes,
+                              "tasks": shape}
     if base is not None:
         stored_base = base_checkpoint(found, ranking, base)
         if stored_base is None:
@@ -74,8 +82,18 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     return record
 
 
+def scoring_shape(space: dict[str, Any]) -> dict[str, int | None]:
+    """The task shape every candidate is re-scored in: the stored base config's evaluation
+    ways, shots and queries (None, each trial's own, where the stored space lacks one)."""
+    task = space.get("base", {}).get("task", {}) if isinstance(space.get("base"), dict) else {}
+    task = task if isinstance(task, dict) else {}
+    shape = {"ways": task.get("eval_ways") or task.get("ways"), "shots": task.get("shots"),
+             "queries": task.get("queries")}
+    return {k: v if isinstance(v, int) and not isinstance(v, bool) else None for k, v in shape.items()}
+
+
 def keep_base_unless_beaten(candidates: list[dict[str, Any]], base: dict[str, Any],
-                            scores: dict[str, Any]) -> dict[str, Any]:
+                            scores: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The best re-scored candidate whose paired difference from the base has a 95% interval
     above zero, else the base; each candidate's difference is added to it as "vs_base"."""
     beaten = []
@@ -109,8 +127,10 @@ def same_point(params: dict[str, Any], point: dict[str, Any]) -> bool:
         return False
     for key, want in point.items():
         got = params[key]
+        if isinstance(got, bool) != isinstance(want, bool):  # True is not 1, False not 0
+            return False
         if isinstance(want, float) or isinstance(got, float):
-            if isinstance(got, bool) or isinstance(want, bool) or not isinstance(got, (int, float)):
+            if not isinstance(got, (int, float)) or not isinstance(want, (int, float)):
                 return False
             if not math.isclose(float(got), float(want), rel_tol=1e-9):
                 return False

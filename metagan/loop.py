@@ -173,14 +173,16 @@ class EpisodeLoop:
         return {"accuracy": mean, "ci95": ci, "episodes": episodes}
 
     @torch.no_grad()
-    def task_accuracies(self, split: str = "val", episodes: int = 600) -> torch.Tensor:
-        """Query accuracy [episodes] of each task `evaluate(split, episodes)` scores, in order:
-        two runs of one seed and split see the same tasks, so their difference is paired."""
+    def task_accuracies(self, split: str = "val", episodes: int = 600, ways: int | None = None,
+                        shots: int | None = None, queries: int | None = None) -> torch.Tensor:
+        """Query accuracy [episodes] of each task `evaluate(split, episodes, ways, shots,
+        queries)` scores, in order: runs of one seed and split given the same task shape see
+        the same tasks, so their difference is paired."""
         self._require_classifier("per-task accuracy")
         t = self.cfg.task
         seed = self._eval_seed(split)
-        sampler = TaskSampler(self.splits.get(split), t.eval_ways or t.ways, t.shots, t.queries,
-                              seed, self.device)
+        sampler = TaskSampler(self.splits.get(split), ways or t.eval_ways or t.ways,
+                              shots or t.shots, queries or t.queries, seed, self.device)
         return self._task_accuracies(sampler, episodes, seed)
 
     def _eval_seed(self, split: str, group: str | None = None) -> int:

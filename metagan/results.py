@@ -359,7 +359,11 @@ class Experiment:
         if record is None:
             return None
         keys = [c["key"] for c in record["candidates"]]
-        if [checkpoint_key(c) for c in ranked[:len(keys)]] != keys:
+        per_trial = {c.trial: checkpoint_key(c) for c in ranked}
+        base = record.get("base")  # search.keep_base: the base trial's best must be unchanged too
+        if ([checkpoint_key(c) for c in ranked[:len(keys)]] != keys
+                or (base is not None and per_trial.get(base["trial"]) != base["key"])
+                or record["best"]["key"] not in per_trial.values()):
             if not self._stale_warned:
                 self._stale_warned = True
                 warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials "

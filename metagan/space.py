@@ -492,6 +492,9 @@ def _check_confirm(spec: SearchSpec) -> None:
             raise ConfigError("search.keep_base: read only with search.confirm_top > 0 (the base "
                               "trial is kept unless a re-scored candidate beats it)")
         return
+    if s.keep_base and spec.scheduler.name == "pbt":
+        raise ConfigError("search.keep_base: under pbt a trial's values change as it runs, so no "
+                          "trial is the base config's")
     if s.keep_base and (s.points_to_evaluate or spec.base_point() is None):
         raise ConfigError("search.keep_base: the search does not start from the base config "
                           "(points_to_evaluate given, start_from_base off, grid search, conditional "

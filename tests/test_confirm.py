@@ -19,7 +19,7 @@ import torch
 
 from metagan import api, results
 from metagan.config import ConfigError
-from metagan.confirm import confirm_best, keep_base_unless_beaten, same_point
+from metagan.confirm import confirm_best, keep_base_unless_beaten, same_point, trial_number
 from metagan.results import Experiment
 from metagan.run import LAST, load_loop, train
 from metagan.space import parse_spec
@@ -31,8 +31,9 @@ EPISODES = 40
 ITERATIONS = {"a": 1, "b": 12, "c": 4}
 
 
-def trial_name(key: str) -> str:
-    return f"EpisodeTrainable_{key * 8}_0_x_2026-12-03_07-00-00"
+def trial_name(key: str, number: int = 0) -> str:
+    """A trial directory named as Ray Tune names a searcher's trial: id, running number, values."""
+    return f"EpisodeTrainable_{key * 8}_{number}_x_2026-12-03_07-00-00"
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,14 @@ def space_data(**search: object) -> dict:
 
 
 def make_store(root: Path, runs: dict[str, Path], reported: dict[str, float],
-               params: dict[str, dict] | None = None) -> Experiment:
+               params: dict[str, dict] | None = None, numbers: dict[str, int] | None = None
+               ) -> Experiment:
     """An experiment whose trials hold the runs' checkpoints with these reported values (and
-    these sampled values per trial; default model.hidden 8)."""
+    these sampled values and running numbers per trial; default model.hidden 8 and 0)."""
     spec = parse_spec(space_data(confirm_top=2, confirm_episodes=EPISODES))
     results.write_space(parse_storage(str(root)), "exp", spec.to_dict())
     for key, run in runs.items():
-        trial = root / "exp" / trial_name(key)
+        trial = root / "exp" / trial_name(key, (numbers or {}).get(key, 0))
         ckpt = trial / "checkpoint_000000"
         shutil.copytree(run, ckpt)
         metrics = {"iteration": ITERATIONS.get(key, 0), "val_accuracy": reported[key], "loss": 0.5}
@@ -221,11 +223,54 @@ def test_the_paired_rule_prefers_a_consistent_gain_to_a_noisy_larger_one() -> No
     assert candidates[0]["vs_base"]["diff"] == pytest.approx(0.02)
 
 
+def test_the_earliest_base_trial_is_the_base_and_a_moved_base_makes_the_record_stale(
+        tmp_path: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """Two trials drew the base point (a random search may): the one Tune started first, by its
+    running number, is the base. When the base trial's best checkpoint changes after the
+    re-scoring (a resumed search), the record is stale: one warning, the reports rank."""
+    found = make_store(tmp_path / "store", runs, {"a": 0.5, "b": 0.6, "c": 0.99},
+                       params={"a": BASE, "b": BASE, "c": OTHER}, numbers={"a": 10, "b": 2, "c": 1})
+    record = confirm_best(found, top=1, episodes=EPISODES, base=BASE)
+    assert record["base"]["trial"] == trial_name("b", 2)
+    assert Experiment.open(str(tmp_path / "store"), "exp").best().confirmed is not None
+    later = tmp_path / "store" / "exp" / trial_name("b", 2) / "checkpoint_000001"
+    shutil.copytree(later.parent / "checkpoint_000000", later)
+    metrics = json.loads((later / "metrics.json").read_text())
+    (later / "metrics.json").write_text(json.dumps({**metrics, "val_accuracy": 0.7}))
+    best = Experiment.open(str(tmp_path / "store"), "exp", on_damaged=results.warn).best()
+    assert best.trial == trial_name("c", 1) and best.confirmed is None
+    assert capsys.readouterr().err.count("no longer the best trials") == 1
+
+
+def test_trial_number_reads_both_of_tunes_name_shapes() -> None:
+    assert trial_number("EpisodeTrainable_e4401bae_20_data_affine_augment=True_2026-12-03") == 20
+    assert trial_number("EpisodeTrainable_7a2b9_00003_3_optim_lr=0.001_2026-12-03") == 3
+    assert trial_number("EpisodeTrainable_odd") > 10**9  # unnumbered: last
+
+
+def test_every_candidate_is_rescored_in_the_base_configs_task_shape(
+        tmp_path: Path, runs: dict[str, Path]) -> None:
+    """A trial that searched its own query count is scored on the base's tasks (2 queries), so
+    its difference from the base is paired."""
+    single = tmp_path / "single"
+    train(tiny_config(**{"train.iterations": 4, "task.queries": 1}), single)
+    found = make_store(tmp_path / "store", {"a": runs["a"], "q": single / LAST},
+                       {"a": 0.5, "q": 0.9}, params={"a": BASE, "q": OTHER})
+    record = confirm_best(found, top=1, episodes=EPISODES, base=BASE)
+    assert record["tasks"] == {"ways": 5, "shots": 1, "queries": 2}
+    (q,) = record["candidates"]
+    loop = load_loop(single / LAST)
+    assert loop.cfg.task.queries == 1
+    assert q["confirmed"] == pytest.approx(loop.evaluate("val", EPISODES, queries=2)["accuracy"])
+
+
 def test_same_point_matches_values_not_spellings() -> None:
     assert same_point({"optim.lr": 0.001 * (1 + 1e-12), "model.hidden": 8}, BASE)
     assert not same_point({"optim.lr": 0.001, "model.hidden": 16}, BASE)
     assert not same_point({"optim.lr": 0.001}, BASE)
     assert not same_point({"optim.lr": True, "model.hidden": 8}, {"optim.lr": 1.0, "model.hidden": 8})
+    assert not same_point({"optim.lr_halve_every": False}, {"optim.lr_halve_every": 0})
+    assert same_point({"data.affine_augment": True}, {"data.affine_augment": True})
 
 
 @pytest.mark.parametrize("search, message", [
@@ -241,7 +286,19 @@ def test_same_point_matches_values_not_spellings() -> None:
      "search.keep_base: the search does not start from the base config"),
     ({"confirm_top": 2, "keep_base": True, "start_from_base": False},
      "search.keep_base: the search does not start from the base config"),
+    ({"confirm_top": 2, "keep_base": "yes"}, "search.keep_base: expected true or false, got 'yes'"),
 ])
 def test_impossible_confirm_settings_are_refused(search: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_spec(space_data(**search))
+
+
+def test_keep_base_under_pbt_is_refused() -> None:
+    data = {**space_data(confirm_top=2, keep_base=True, algorithm="random"),
+            "scheduler": {"name": "pbt", "perturbation_interval": 3}, "checkpoint": {"keep": 3},
+            "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}}
+    data["base"]["train"]["iterations"] = 120  # the scheduler's default grace period fits
+    with pytest.raises(ConfigError, match="search.keep_base: under pbt a trial's values change"):
+        parse_spec(data)
+    data["search"] = {"confirm_top": 2, "algorithm": "random"}
+    parse_spec(data)  # the same space without keep_base is valid
