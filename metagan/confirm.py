@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError
+from .config import ConfigError, build_config
 from .loop import mean_ci95
 from .results import Experiment, StoredCheckpoint, checkpoint_key, warn
 from .run import load_loop
@@ -65,8 +65,8 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
                 "search_value": stored.value(metric), "confirmed": mean, "ci95": ci}
 
     candidates = [scored(stored) for stored in ranked]
-    # Ties go to the earlier candidate: the one the search itself ranked higher.
-    winner = max(candidates, key=lambda c: (c["confirmed"], -candidates.index(c)))
+    # max keeps the first of equals: the candidate the search itself ranked higher.
+    winner = max(candidates, key=lambda c: c["confirmed"])
     record: dict[str, Any] = {"metric": metric, "mode": mode, "top": top, "episodes": episodes,
                               "tasks": shape}
     if base is not None:
@@ -82,14 +82,14 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     return record
 
 
-def scoring_shape(space: dict[str, Any]) -> dict[str, int | None]:
+def scoring_shape(space: dict[str, Any]) -> dict[str, int]:
     """The task shape every candidate is re-scored in: the stored base config's evaluation
-    ways, shots and queries (None, each trial's own, where the stored space lacks one)."""
-    task = space.get("base", {}).get("task", {}) if isinstance(space.get("base"), dict) else {}
-    task = task if isinstance(task, dict) else {}
-    shape = {"ways": task.get("eval_ways") or task.get("ways"), "shots": task.get("shots"),
-             "queries": task.get("queries")}
-    return {k: v if isinstance(v, int) and not isinstance(v, bool) else None for k, v in shape.items()}
+    ways, shots and queries (a ConfigError if the stored base is not a valid config)."""
+    base = space.get("base")
+    if not isinstance(base, dict):
+        raise ConfigError("the stored space has no base config")
+    t = build_config(base, check_paths=False).task
+    return {"ways": t.eval_ways or t.ways, "shots": t.shots, "queries": t.queries}
 
 
 def keep_base_unless_beaten(candidates: list[dict[str, Any]], base: dict[str, Any],
@@ -102,7 +102,7 @@ def keep_base_unless_beaten(candidates: list[dict[str, Any]], base: dict[str, An
         c["vs_base"] = {"diff": diff, "ci95": ci}
         if c["key"] != base["key"] and diff - ci > 0:
             beaten.append(c)
-    return max(beaten, key=lambda c: (c["confirmed"], -candidates.index(c)), default=base)
+    return max(beaten, key=lambda c: c["confirmed"], default=base)  # first of equals, as above
 
 
 def base_checkpoint(found: Experiment, ranking: list[StoredCheckpoint],

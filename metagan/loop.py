@@ -161,15 +161,7 @@ class EpisodeLoop:
                 raise ConfigError(f"method {self.cfg.method!r} generates: it is scored on "
                                   "generation, not per-alphabet accuracy")
             return self._evaluate_generation(split, min(episodes, 20), adapt_steps)
-        t = self.cfg.task
-        ways = ways or t.eval_ways or t.ways
-        shots, queries = shots or t.shots, queries or t.queries
-        images = self.splits.get(split)
-        if group is not None:
-            images = alphabet_set(images, group)
-        sampler = TaskSampler(images, ways, shots, queries, self._eval_seed(split, group),
-                              self.device)
-        mean, ci = mean_ci95(self._task_accuracies(sampler, episodes, self._eval_seed(split, group)))
+        mean, ci = mean_ci95(self._split_task_accuracies(split, episodes, ways, shots, queries, group))
         return {"accuracy": mean, "ci95": ci, "episodes": episodes}
 
     @torch.no_grad()
@@ -179,10 +171,20 @@ class EpisodeLoop:
         queries)` scores, in order: runs of one seed and split given the same task shape see
         the same tasks, so their difference is paired."""
         self._require_classifier("per-task accuracy")
+        return self._split_task_accuracies(split, episodes, ways, shots, queries)
+
+    def _split_task_accuracies(self, split: str, episodes: int, ways: int | None,
+                               shots: int | None, queries: int | None,
+                               group: str | None = None) -> torch.Tensor:
+        """Query accuracy [episodes] of a split's seeded evaluation tasks of this shape (the
+        config's where None), of one alphabet's classes given `group`."""
         t = self.cfg.task
-        seed = self._eval_seed(split)
-        sampler = TaskSampler(self.splits.get(split), ways or t.eval_ways or t.ways,
-                              shots or t.shots, queries or t.queries, seed, self.device)
+        images = self.splits.get(split)
+        if group is not None:
+            images = alphabet_set(images, group)
+        seed = self._eval_seed(split, group)
+        sampler = TaskSampler(images, ways or t.eval_ways or t.ways, shots or t.shots,
+                              queries or t.queries, seed, self.device)
         return self._task_accuracies(sampler, episodes, seed)
 
     def _eval_seed(self, split: str, group: str | None = None) -> int:
