@@ -198,8 +198,10 @@ def main() -> None:
         if c and "base" in c:
             kept = c["best"]["key"] == c["base"]["key"]
             print(f"seed {r['seed']}: the search's re-scoring ({c['episodes']} meta-val tasks): base "
-                  f"trial {c['base']['trial_id']} {c['base']['confirmed']:.4f}; candidates "
-                  + ", ".join(f"{x['trial_id']} {x['confirmed']:.4f} ({x['vs_base']['diff']:+.4f} "
+                  f"trial {c['base']['trial_id']} {c['base']['confirmed']:.4f} (iteration "
+                  f"{c['base']['iteration']}); candidates "
+                  + ", ".join(f"{x['trial_id']} {x['confirmed']:.4f} at {x['iteration']} "
+                              f"({x['vs_base']['diff']:+.4f} "
                               f"+- {x['vs_base']['ci95']:.4f})" for x in c["candidates"])
                   + ("; the base is kept" if kept else f"; answer {c['best']['trial_id']}"))
     if args.confirm_top:

@@ -12,6 +12,13 @@ searched its own), so every candidate is scored on the same tasks (paired), and 
 that shape the search's tasks are the first of them. Candidates are named relative to the
 experiment (`trial/checkpoint_N`), so the record survives moving or syncing the experiment.
 
+Within a trial, the search's own choice of checkpoint is as noisy as its choice of trial (one
+200-task report each), so every stored checkpoint of a re-scored trial (`checkpoint.keep` best
+and its latest) is re-scored on the same tasks, and the trial stands for its best re-scored
+one (the earlier of equals). A candidate's "key" is that checkpoint, its "ranked_key" the one
+the search's reports ranked first (what staleness is judged by), its "checkpoints" each one
+re-scored.
+
 With `base` (the search's starting point, `search.keep_base`), the trial that ran the base
 config is re-scored too and stays the answer unless a candidate beats it on the re-scored tasks
 by a paired 95% interval above zero: a search whose best trials meta-val cannot tell apart from
@@ -39,8 +46,8 @@ from .space import CONFIRMABLE
 
 def confirm_best(found: Experiment, top: int, episodes: int, device: str | None = None,
                  base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Re-score the `top` best trials' best checkpoints on `episodes` meta-val tasks (and the
-    trial of the `base` point, given one), store the record in the experiment
+    """Re-score the stored checkpoints of the `top` best trials on `episodes` meta-val tasks (and
+    of the `base` point's trial, given one), store the record in the experiment
     (`Experiment.best` then answers with its winner), return it."""
     metric, mode = found.metric, found.mode
     if (metric, mode) != (CONFIRMABLE, "max"):
@@ -64,7 +71,14 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
                 "checkpoint": stored.uri, "iteration": int(stored.metrics.get("iteration", 0)),
                 "search_value": stored.value(metric), "confirmed": mean, "ci95": ci}
 
-    candidates = [scored(stored) for stored in ranked]
+    def scored_trial(top: StoredCheckpoint) -> dict[str, Any]:
+        # Every stored checkpoint of the trial that holds the metric, oldest first.
+        each = [scored(c) for c in trial_checkpoints(found, top.trial, metric)] or [scored(top)]
+        chosen = max(each, key=lambda c: c["confirmed"])  # max keeps the first (earlier) of equals
+        return {**chosen, "ranked_key": checkpoint_key(top), "checkpoints": [
+            {k: c[k] for k in ("key", "iteration", "search_value", "confirmed", "ci95")} for c in each]}
+
+    candidates = [scored_trial(stored) for stored in ranked]
     # max keeps the first of equals: the candidate the search itself ranked higher.
     winner = max(candidates, key=lambda c: c["confirmed"])
     record: dict[str, Any] = {"metric": metric, "mode": mode, "top": top, "episodes": episodes,
@@ -75,11 +89,17 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
             warn(f"experiment {found.name!r}: no stored checkpoint of the base config's trial; "
                  "the best re-scored trial is the answer")
         else:
-            record["base"] = scored(stored_base)
+            record["base"] = scored_trial(stored_base)
             winner = keep_base_unless_beaten(candidates, record["base"], scores)
     record.update(best=winner["key"], candidates=candidates)
     found.write_confirmed(record)
     return record
+
+
+def trial_checkpoints(found: Experiment, trial: str, metric: str) -> list[StoredCheckpoint]:
+    """A trial's stored checkpoints that hold `metric`, oldest first."""
+    return sorted((c for c in found.checkpoints() if c.trial == trial and c.value(metric) is not None),
+                  key=lambda c: c.index)
 
 
 def scoring_shape(space: dict[str, Any]) -> dict[str, int]:

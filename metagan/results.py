@@ -339,7 +339,7 @@ class Experiment:
                                   f"checkpoint holds {metric!r}")
             top, record = ranked[0], self._current_confirmation(ranked) if own else None
             if record is not None:
-                top = next(c for c in ranked if checkpoint_key(c) == record["best"]["key"])
+                top = next(c for c in self.checkpoints() if checkpoint_key(c) == record["best"]["key"])
             try:
                 best = self._best_result(top, metric, mode)
             except FileNotFoundError:  # rotated out (keep) since the listing: list again
@@ -353,17 +353,33 @@ class Experiment:
                           "changing (a search still running?); try again")
 
     def _current_confirmation(self, ranked: list[StoredCheckpoint]) -> dict[str, Any] | None:
-        """The stored re-scoring, if its candidates are still the search's top trials (a search
-        resumed since, or still running, may have new leaders that were never re-scored)."""
+        """The stored re-scoring, if its candidates are still the search's top trials and their
+        stored checkpoints the ones re-scored (a search resumed since, or still running, may have
+        new leaders or new checkpoints that were never re-scored)."""
         record = self.confirmed()
         if record is None:
             return None
-        keys = [c["key"] for c in record["candidates"]]
+        rescored = record["candidates"] + ([record["base"]] if "base" in record else [])
+        stored: dict[str, set[str]] = {}  # trial -> its stored checkpoints' keys
+        for c in self.checkpoints():
+            if c.value(self.metric) is not None:  # the ones a re-scoring scores
+                stored.setdefault(c.trial, set()).add(checkpoint_key(c))
+
+        def ranked_key(c: dict[str, Any]) -> str:  # records before per-checkpoint re-scoring: key
+            return str(c.get("ranked_key", c["key"]))
+
+        def unchanged(c: dict[str, Any]) -> bool:
+            if "checkpoints" not in c:
+                return True
+            return {str(k["key"]) for k in c["checkpoints"]} == stored.get(c["trial"], set())
+
         per_trial = {c.trial: checkpoint_key(c) for c in ranked}
+        keys = [ranked_key(c) for c in record["candidates"]]
         base = record.get("base")  # search.keep_base: the base trial's best must be unchanged too
         if ([checkpoint_key(c) for c in ranked[:len(keys)]] != keys
-                or (base is not None and per_trial.get(base["trial"]) != base["key"])
-                or record["best"]["key"] not in per_trial.values()):
+                or (base is not None and per_trial.get(base["trial"]) != ranked_key(base))
+                or not all(unchanged(c) for c in rescored)
+                or record["best"]["key"] not in stored.get(record["best"]["trial"], set())):
             if not self._stale_warned:
                 self._stale_warned = True
                 warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials "
@@ -412,6 +428,10 @@ class Experiment:
             candidates = [here(c) for c in data["candidates"]]
             base = [here(data["base"])] if "base" in data else []  # search.keep_base
             best = next(c for c in candidates + base if c["key"] == data["best"])
+            for c in candidates + base:  # each re-scored checkpoint of a trial, the chosen among them
+                if "checkpoints" in c and c["key"] not in [str(k["key"]) for k in c["checkpoints"]]:
+                    raise ValueError("the chosen checkpoint was not re-scored")
+                str(c.get("ranked_key", c["key"]))
             if (data["metric"], data["mode"]) != (self.metric, self.mode):
                 raise ValueError("another objective")
             int(data["episodes"]), int(data["top"])

@@ -302,3 +302,86 @@ def test_keep_base_under_pbt_is_refused() -> None:
         parse_spec(data)
     data["search"] = {"confirm_top": 2, "algorithm": "random"}
     parse_spec(data)  # the same space without keep_base is valid
+
+
+def add_checkpoint(found_root: Path, trial: str, index: int, run: Path, reported: float,
+                   iteration: int) -> str:
+    """Store `run` as checkpoint `index` of `trial` with this reported value; its key."""
+    ckpt = found_root / "exp" / trial / f"checkpoint_{index:06d}"
+    shutil.copytree(run, ckpt)
+    params = (found_root / "exp" / trial / "checkpoint_000000" / "params.json").read_text()
+    (ckpt / "params.json").write_text(params)
+    (ckpt / "metrics.json").write_text(json.dumps(
+        {"iteration": iteration, "val_accuracy": reported, "loss": 0.5}))
+    return f"{trial}/{ckpt.name}"
+
+
+def test_every_stored_checkpoint_of_a_rescored_trial_is_scored_and_the_best_stands_for_it(
+        tmp_path: Path, runs: dict[str, Path], long_run: Path, capsys: pytest.CaptureFixture
+        ) -> None:
+    """The search's reports over-rated a trial's early checkpoint (1 update) against its later
+    one (300 updates): re-scored on the same tasks, the later one is the trial's answer, and
+    every reader says so. A checkpoint stored after the re-scoring makes the record stale."""
+    root = tmp_path / "store"
+    found = make_store(root, {"a": runs["a"], "c": runs["c"]}, {"a": 0.99, "c": 0.5})
+    later = add_checkpoint(root, trial_name("a"), 1, long_run, 0.6, 300)
+    found = Experiment.open(str(root), "exp")
+    assert found.best().iteration == 1  # the reports' choice
+    record = confirm_best(found, top=1, episodes=EPISODES)
+    (a,) = record["candidates"]
+    assert a["ranked_key"] == f"{trial_name('a')}/checkpoint_000000"
+    assert [c["key"] for c in a["checkpoints"]] == [a["ranked_key"], later]
+    early, long = (c["confirmed"] for c in a["checkpoints"])
+    assert long == pytest.approx(load_loop(long_run).evaluate("val", EPISODES)["accuracy"])
+    assert long > early  # 300 updates beat 1, so the choice below is real
+    assert record["best"] == a["key"] == later and a["iteration"] == 300
+    best = Experiment.open(str(root), "exp").best()
+    assert (best.checkpoint, best.iteration) == (str(root / "exp" / later), 300)
+    assert best.value == 0.6 and best.confirmed == pytest.approx(long)
+    # A resumed search stored one more checkpoint in the trial (not its best by the reports):
+    # it was never re-scored, so the record is not trusted.
+    add_checkpoint(root, trial_name("a"), 2, runs["a"], 0.55, 301)
+    stale = Experiment.open(str(root), "exp").best()
+    assert stale.confirmed is None and stale.iteration == 1
+    assert capsys.readouterr().err.count("no longer the best trials") == 1
+
+
+def test_keep_base_compares_each_trials_best_rescored_checkpoint(
+        tmp_path: Path, runs: dict[str, Path], long_run: Path) -> None:
+    """The base trial's reports favoured its 1-update checkpoint; the leader is a copy of that
+    checkpoint. Re-scored, the base trial stands for its 300-update checkpoint, which the
+    leader does not beat: the base is kept, with its better checkpoint."""
+    root = tmp_path / "store"
+    make_store(root, {"a": runs["a"], "b": runs["a"]}, {"a": 0.8, "b": 0.99},
+               params={"a": BASE, "b": OTHER})
+    later = add_checkpoint(root, trial_name("a"), 1, long_run, 0.7, 300)
+    record = confirm_best(Experiment.open(str(root), "exp"), top=1, episodes=EPISODES, base=BASE)
+    assert record["base"]["key"] == later and record["best"] == later
+    (b,) = record["candidates"]
+    assert b["vs_base"]["diff"] == pytest.approx(b["confirmed"] - record["base"]["confirmed"])
+    assert b["vs_base"]["diff"] < 0
+    assert Experiment.open(str(root), "exp").best().iteration == 300
+
+
+def test_a_record_from_before_per_checkpoint_rescoring_is_still_read(
+        tmp_path: Path, runs: dict[str, Path]) -> None:
+    """Records written before each trial's checkpoints were all re-scored have neither
+    "ranked_key" nor "checkpoints": their "key" is the trial's best by the reports."""
+    root = tmp_path / "store"
+    found = make_store(root, runs, {"a": 0.99, "b": 0.98, "c": 0.5})
+    record = confirm_best(found, top=2, episodes=EPISODES)
+    path = root / "exp" / results.CONFIRMED_FILE
+    old = json.loads(path.read_text())
+    for c in old["candidates"]:
+        del c["ranked_key"], c["checkpoints"]
+    path.write_text(json.dumps(old))
+    best = Experiment.open(str(root), "exp").best()
+    assert best.confirmed is not None
+    assert best.checkpoint == str(root / "exp" / record["best"])
+    # A record whose chosen checkpoint is not among its trial's re-scored ones is damaged.
+    bad = json.loads(json.dumps(record))
+    bad["candidates"][0]["checkpoints"] = []
+    path.write_text(json.dumps({**bad, "best": bad["candidates"][0]["key"],
+                                "candidates": bad["candidates"]}))
+    with pytest.raises(ConfigError, match=r"confirmed\.json: damaged"):
+        Experiment.open(str(root), "exp").best()

@@ -75,12 +75,14 @@ class SearchResult:
             c = self.confirmed
             lines.append(f"  chosen on {c['episodes']} meta-val tasks among the {len(c['candidates'])} "
                          "best trials: " + ", ".join(
-                             f"{x['trial_id']} {x['confirmed']:.4f}" for x in c["candidates"]))
+                             f"{x['trial_id']} {x['confirmed']:.4f} (iteration {x['iteration']})"
+                             for x in c["candidates"]))
             if "base" in c:  # search.keep_base
                 b = c["base"]
                 verdict = ("kept: no candidate beats it by a paired 95% interval"
                            if c["best"]["key"] == b["key"] else "beaten")
-                lines.append(f"  the base config's trial {b['trial_id']} {b['confirmed']:.4f}: {verdict}")
+                lines.append(f"  the base config's trial {b['trial_id']} {b['confirmed']:.4f} "
+                             f"(iteration {b['iteration']}): {verdict}")
         sign = 1 if self.mode == "max" else -1
         if self.confirmed is None and sign * self.best_reported > sign * self.best_value:
             lines.append(f"  best reported: {self.metric} = {self.best_reported:.4f} by trial "
