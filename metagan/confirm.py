@@ -13,11 +13,12 @@ that shape the search's tasks are the first of them. Candidates are named relati
 experiment (`trial/checkpoint_N`), so the record survives moving or syncing the experiment.
 
 Within a trial, the search's own choice of checkpoint is as noisy as its choice of trial (one
-200-task report each), so every stored checkpoint of a re-scored trial (`checkpoint.keep` best
-and its latest) is re-scored on the same tasks, and the trial stands for its best re-scored
-one (the earlier of equals). A candidate's "key" is that checkpoint, its "ranked_key" the one
-the search's reports ranked first (what staleness is judged by), its "checkpoints" each one
-re-scored.
+200-task report each, the largest of a dozen), so every stored checkpoint of a re-scored trial
+(`checkpoint.keep` best and its latest) is re-scored on the same tasks, and the trial stands for
+its latest checkpoint (what its config trains) unless an earlier one beats it by a paired 95%
+interval: stopping early is a choice the evidence must carry, as leaving the base is. A
+candidate's "key" is that checkpoint, its "ranked_key" the one the search's reports ranked
+first (what staleness is judged by), its "checkpoints" each one re-scored, with "vs_latest".
 
 With `base` (the search's starting point, `search.keep_base`), the trial that ran the base
 config is re-scored too and stays the answer unless a candidate beats it on the re-scored tasks
@@ -74,9 +75,11 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     def scored_trial(top: StoredCheckpoint) -> dict[str, Any]:
         # Every stored checkpoint of the trial that holds the metric, oldest first.
         each = [scored(c) for c in trial_checkpoints(found, top.trial, metric)] or [scored(top)]
-        chosen = max(each, key=lambda c: c["confirmed"])  # max keeps the first (earlier) of equals
+        chosen = unless_beaten(each[-1], each[:-1], scores, "vs_latest")
+        each[-1]["vs_latest"] = {"diff": 0.0, "ci95": 0.0}
         return {**chosen, "ranked_key": checkpoint_key(top), "checkpoints": [
-            {k: c[k] for k in ("key", "iteration", "search_value", "confirmed", "ci95")} for c in each]}
+            {k: c[k] for k in ("key", "iteration", "search_value", "confirmed", "ci95", "vs_latest")}
+            for c in each]}
 
     candidates = [scored_trial(stored) for stored in ranked]
     # max keeps the first of equals: the candidate the search itself ranked higher.
@@ -116,13 +119,20 @@ def keep_base_unless_beaten(candidates: list[dict[str, Any]], base: dict[str, An
                             scores: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The best re-scored candidate whose paired difference from the base has a 95% interval
     above zero, else the base; each candidate's difference is added to it as "vs_base"."""
+    return unless_beaten(base, candidates, scores, "vs_base")
+
+
+def unless_beaten(default: dict[str, Any], challengers: list[dict[str, Any]],
+                  scores: dict[str, torch.Tensor], field: str) -> dict[str, Any]:
+    """The best challenger whose paired per-task difference from `default` has a 95% interval
+    above zero, else `default`; each challenger's difference is added to it as `field`."""
     beaten = []
-    for c in candidates:
-        diff, ci = mean_ci95(scores[c["key"]] - scores[base["key"]])
-        c["vs_base"] = {"diff": diff, "ci95": ci}
-        if c["key"] != base["key"] and diff - ci > 0:
+    for c in challengers:
+        diff, ci = mean_ci95(scores[c["key"]] - scores[default["key"]])
+        c[field] = {"diff": diff, "ci95": ci}
+        if c["key"] != default["key"] and diff - ci > 0:
             beaten.append(c)
-    return max(beaten, key=lambda c: c["confirmed"], default=base)  # first of equals, as above
+    return max(beaten, key=lambda c: c["confirmed"], default=default)  # first of equals, as above
 
 
 def base_checkpoint(found: Experiment, ranking: list[StoredCheckpoint],

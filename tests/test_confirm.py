@@ -19,7 +19,13 @@ import torch
 
 from metagan import api, results
 from metagan.config import ConfigError
-from metagan.confirm import confirm_best, keep_base_unless_beaten, same_point, trial_number
+from metagan.confirm import (
+    confirm_best,
+    keep_base_unless_beaten,
+    same_point,
+    trial_number,
+    unless_beaten,
+)
 from metagan.results import Experiment
 from metagan.run import LAST, load_loop, train
 from metagan.space import parse_spec
@@ -316,12 +322,12 @@ def add_checkpoint(found_root: Path, trial: str, index: int, run: Path, reported
     return f"{trial}/{ckpt.name}"
 
 
-def test_every_stored_checkpoint_of_a_rescored_trial_is_scored_and_the_best_stands_for_it(
+def test_every_stored_checkpoint_of_a_rescored_trial_is_scored_and_the_latest_stands_for_it(
         tmp_path: Path, runs: dict[str, Path], long_run: Path, capsys: pytest.CaptureFixture
         ) -> None:
-    """The search's reports over-rated a trial's early checkpoint (1 update) against its later
-    one (300 updates): re-scored on the same tasks, the later one is the trial's answer, and
-    every reader says so. A checkpoint stored after the re-scoring makes the record stale."""
+    """The search's reports over-rated a trial's early checkpoint (1 update) against its latest
+    (300 updates): re-scored on the same tasks, the latest is the trial's answer, and every
+    reader says so. A checkpoint stored after the re-scoring makes the record stale."""
     root = tmp_path / "store"
     found = make_store(root, {"a": runs["a"], "c": runs["c"]}, {"a": 0.99, "c": 0.5})
     later = add_checkpoint(root, trial_name("a"), 1, long_run, 0.6, 300)
@@ -334,6 +340,8 @@ def test_every_stored_checkpoint_of_a_rescored_trial_is_scored_and_the_best_stan
     early, long = (c["confirmed"] for c in a["checkpoints"])
     assert long == pytest.approx(load_loop(long_run).evaluate("val", EPISODES)["accuracy"])
     assert long > early  # 300 updates beat 1, so the choice below is real
+    assert a["checkpoints"][0]["vs_latest"]["diff"] == pytest.approx(early - long)
+    assert a["checkpoints"][1]["vs_latest"] == {"diff": 0.0, "ci95": 0.0}
     assert record["best"] == a["key"] == later and a["iteration"] == 300
     best = Experiment.open(str(root), "exp").best()
     assert (best.checkpoint, best.iteration) == (str(root / "exp" / later), 300)
@@ -385,3 +393,31 @@ def test_a_record_from_before_per_checkpoint_rescoring_is_still_read(
                                 "candidates": bad["candidates"]}))
     with pytest.raises(ConfigError, match=r"confirmed\.json: damaged"):
         Experiment.open(str(root), "exp").best()
+
+
+def test_an_earlier_checkpoint_replaces_the_latest_only_by_a_paired_interval(
+        tmp_path: Path, runs: dict[str, Path], long_run: Path) -> None:
+    """A trial's 300-update checkpoint is stored before a 1-update one (its latest): the earlier
+    beats the latest by a paired interval, so it stands for the trial."""
+    root = tmp_path / "store"
+    make_store(root, {"a": long_run}, {"a": 0.6})
+    add_checkpoint(root, trial_name("a"), 1, runs["a"], 0.9, 301)
+    record = confirm_best(Experiment.open(str(root), "exp"), top=1, episodes=EPISODES)
+    (a,) = record["candidates"]
+    early = a["checkpoints"][0]
+    assert early["vs_latest"]["diff"] - early["vs_latest"]["ci95"] > 0
+    assert a["key"] == record["best"] == f"{trial_name('a')}/checkpoint_000000"
+    assert a["ranked_key"] == f"{trial_name('a')}/checkpoint_000001"  # the reports' choice
+    assert Experiment.open(str(root), "exp").best().iteration == 1  # make_store's metrics for "a"
+
+
+def test_a_noisy_earlier_lead_leaves_the_latest_checkpoint() -> None:
+    """Per-task accuracies: an earlier checkpoint 1 point better on average, with a spread that
+    puts zero inside its interval, does not replace the latest; a steady one does."""
+    latest = torch.linspace(0.5, 0.9, 100)
+    scores = {"latest": latest, "noisy": latest + 0.01 + 0.3 * torch.tensor([1.0, -1.0] * 50),
+              "steady": latest + 0.005}
+    each = [{"key": k, "confirmed": scores[k].mean().item()} for k in ("noisy", "latest")]
+    assert unless_beaten(each[-1], each[:-1], scores, "vs_latest")["key"] == "latest"
+    steady = {"key": "steady", "confirmed": scores["steady"].mean().item()}
+    assert unless_beaten(each[-1], [each[0], steady], scores, "vs_latest")["key"] == "steady"

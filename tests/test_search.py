@@ -266,12 +266,14 @@ def test_keep_base_finds_the_base_trial_and_answers_by_the_paired_rule(
     assert result["best_checkpoint"] == (top if beaten else base)["checkpoint"]
     assert api.best_result("kept", "s3://metagan/kept-root").checkpoint == result["best_checkpoint"]
     assert f"the base config's trial {base['trial_id']}" in r.stdout, r.stdout
-    for c in (base, top):  # every stored checkpoint of the trial re-scored; the best stands for it
-        stored_keys = {k[len("kept-root/kept/"):].rsplit("/", 1)[0]
+    for c in (base, top):  # every stored checkpoint of the trial re-scored; the latest stands
+        stored_keys = {k[len("kept-root/kept/"):].rsplit("/", 1)[0]  # for it unless beaten
                        for k in keys(s3, f"kept-root/kept/{c['trial']}/")
                        if k.endswith("/metrics.json")}
         assert {k["key"] for k in c["checkpoints"]} == stored_keys and len(stored_keys) >= 2
-        assert c["confirmed"] == max(k["confirmed"] for k in c["checkpoints"])
+        latest = max(c["checkpoints"], key=lambda k: k["iteration"])
+        beaten = [k for k in c["checkpoints"] if k["vs_latest"]["diff"] - k["vs_latest"]["ci95"] > 0]
+        assert c["key"] == max(beaten, key=lambda k: k["confirmed"], default=latest)["key"]
 
 
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
