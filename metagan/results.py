@@ -382,8 +382,9 @@ class Experiment:
                 or record["best"]["key"] not in stored.get(record["best"]["trial"], set())):
             if not self._stale_warned:
                 self._stale_warned = True
-                warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials "
-                     "(the search went on after it); ranking by the search's own reports")
+                warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials, or "
+                     "their stored checkpoints changed (the search went on after it); ranking by "
+                     "the search's own reports")
             return None
         return record
 
@@ -431,7 +432,8 @@ class Experiment:
             for c in candidates + base:  # each re-scored checkpoint of a trial, the chosen among them
                 if "checkpoints" in c and c["key"] not in [str(k["key"]) for k in c["checkpoints"]]:
                     raise ValueError("the chosen checkpoint was not re-scored")
-                str(c.get("ranked_key", c["key"]))
+                if not isinstance(c.get("ranked_key", c["key"]), str):
+                    raise ValueError("a ranked_key that is not a checkpoint key")
             if (data["metric"], data["mode"]) != (self.metric, self.mode):
                 raise ValueError("another objective")
             int(data["episodes"]), int(data["top"])

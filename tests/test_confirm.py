@@ -393,6 +393,11 @@ def test_a_record_from_before_per_checkpoint_rescoring_is_still_read(
                                 "candidates": bad["candidates"]}))
     with pytest.raises(ConfigError, match=r"confirmed\.json: damaged"):
         Experiment.open(str(root), "exp").best()
+    bad = json.loads(json.dumps(record))
+    bad["candidates"][0]["ranked_key"] = 5
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"confirmed\.json: damaged"):
+        Experiment.open(str(root), "exp").best()
 
 
 def test_an_earlier_checkpoint_replaces_the_latest_only_by_a_paired_interval(
