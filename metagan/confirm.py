@@ -73,8 +73,7 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
                 "search_value": stored.value(metric), "confirmed": mean, "ci95": ci}
 
     def scored_trial(top: StoredCheckpoint) -> dict[str, Any]:
-        # Every stored checkpoint of the trial that holds the metric, oldest first.
-        each = [scored(c) for c in trial_checkpoints(found, top.trial, metric)] or [scored(top)]
+        each = [scored(c) for c in found.checkpoints_of(top.trial, metric)]  # top among them
         chosen = unless_beaten(each[-1], each[:-1], scores, "vs_latest")
         each[-1]["vs_latest"] = {"diff": 0.0, "ci95": 0.0}
         return {**chosen, "ranked_key": checkpoint_key(top), "checkpoints": [
@@ -97,12 +96,6 @@ def confirm_best(found: Experiment, top: int, episodes: int, device: str | None 
     record.update(best=winner["key"], candidates=candidates)
     found.write_confirmed(record)
     return record
-
-
-def trial_checkpoints(found: Experiment, trial: str, metric: str) -> list[StoredCheckpoint]:
-    """A trial's stored checkpoints that hold `metric`, oldest first."""
-    return sorted((c for c in found.checkpoints() if c.trial == trial and c.value(metric) is not None),
-                  key=lambda c: c.index)
 
 
 def scoring_shape(space: dict[str, Any]) -> dict[str, int]:

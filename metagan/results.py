@@ -280,6 +280,12 @@ class Experiment:
             self._checkpoints = [c for trial in self.trials() for c in self._trial_checkpoints(trial)]
         return self._checkpoints
 
+    def checkpoints_of(self, trial: str, metric: str) -> list[StoredCheckpoint]:
+        """One trial's stored checkpoints that hold `metric`, oldest first (what a re-scoring
+        scores, metagan/confirm.py)."""
+        return sorted((c for c in self.checkpoints() if c.trial == trial and c.value(metric) is not None),
+                      key=lambda c: c.index)
+
     def _trial_checkpoints(self, trial: str) -> list[StoredCheckpoint]:
         base = self.trial_path(trial)
         infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
@@ -360,10 +366,9 @@ class Experiment:
         if record is None:
             return None
         rescored = record["candidates"] + ([record["base"]] if "base" in record else [])
-        stored: dict[str, set[str]] = {}  # trial -> its stored checkpoints' keys
-        for c in self.checkpoints():
-            if c.value(self.metric) is not None:  # the ones a re-scoring scores
-                stored.setdefault(c.trial, set()).add(checkpoint_key(c))
+
+        def stored(trial: str) -> set[str]:
+            return {checkpoint_key(c) for c in self.checkpoints_of(trial, self.metric)}
 
         def ranked_key(c: dict[str, Any]) -> str:  # records before per-checkpoint re-scoring: key
             return str(c.get("ranked_key", c["key"]))
@@ -371,7 +376,7 @@ class Experiment:
         def unchanged(c: dict[str, Any]) -> bool:
             if "checkpoints" not in c:
                 return True
-            return {str(k["key"]) for k in c["checkpoints"]} == stored.get(c["trial"], set())
+            return {str(k["key"]) for k in c["checkpoints"]} == stored(c["trial"])
 
         per_trial = {c.trial: checkpoint_key(c) for c in ranked}
         keys = [ranked_key(c) for c in record["candidates"]]
@@ -379,7 +384,7 @@ class Experiment:
         if ([checkpoint_key(c) for c in ranked[:len(keys)]] != keys
                 or (base is not None and per_trial.get(base["trial"]) != ranked_key(base))
                 or not all(unchanged(c) for c in rescored)
-                or record["best"]["key"] not in stored.get(record["best"]["trial"], set())):
+                or record["best"]["key"] not in stored(record["best"]["trial"])):
             if not self._stale_warned:
                 self._stale_warned = True
                 warn(f"{self.uri}/{CONFIRMED_FILE}: its candidates are no longer the best trials, or "

@@ -354,11 +354,11 @@ def test_every_stored_checkpoint_of_a_rescored_trial_is_scored_and_the_latest_st
     assert capsys.readouterr().err.count("no longer the best trials") == 1
 
 
-def test_keep_base_compares_each_trials_best_rescored_checkpoint(
+def test_keep_base_compares_each_trials_chosen_checkpoint(
         tmp_path: Path, runs: dict[str, Path], long_run: Path) -> None:
     """The base trial's reports favoured its 1-update checkpoint; the leader is a copy of that
     checkpoint. Re-scored, the base trial stands for its 300-update checkpoint, which the
-    leader does not beat: the base is kept, with its better checkpoint."""
+    leader does not beat: the base is kept, with its latest checkpoint."""
     root = tmp_path / "store"
     make_store(root, {"a": runs["a"], "b": runs["a"]}, {"a": 0.8, "b": 0.99},
                params={"a": BASE, "b": OTHER})
