@@ -120,6 +120,11 @@ class GanConfig:
     # G's fakes. It teaches the critic that a drawing must be of its source's character, which
     # the paper's critic learns only from G's own failures. 0: the DAGAN paper.
     mismatch_weight: float = 0.0
+    # dagan: the weight of a class-keeping term in G's objective (beyond the paper): each fake
+    # must be recognised as its source's character among the batch's characters, by the nearest
+    # real drawing in a character embedding E trained beside the critic on real meta-train
+    # pairs only (a one-shot ProtoNet task). 0: the DAGAN paper (G answers to the critic alone).
+    class_weight: float = 0.0
     # dagan: what draws the fakes. uresnet: DAGAN's pre-trained G. affine: random affine jitter
     # of the source drawing (no GAN, nothing pre-trained): fakes that keep their class by
     # construction, the control that says what faithful augmentation is worth to a learner.
@@ -501,6 +506,10 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     for name in ("ema", "beta1", "beta2", "mismatch_weight"):
         if not 0.0 <= getattr(g, name) < 1.0:
             raise ConfigError(f"gan.{name}: must be in [0, 1), got {getattr(g, name)}")
+    _non_negative("gan.class_weight", g.class_weight)
+    if cfg.method == "dagan" and g.generator == "affine" and g.class_weight > 0:
+        raise ConfigError("gan.class_weight: gan.generator affine has no G to keep the class; "
+                          "use 0")
     tr = cfg.train
     if cfg.method == "dagan" and g.fake_weight != 1.0 and cfg.meta.algorithm == "reptile":
         raise ConfigError("gan.fake_weight: reptile meta-trains on support and queries together, "

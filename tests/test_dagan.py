@@ -164,6 +164,63 @@ def test_a_matching_aware_critic_also_refuses_drawings_of_other_characters(loss:
     assert math.isfinite(summary["D/mismatch_score"])
 
 
+def test_a_class_keeping_term_joins_g_objective_and_e_learns_from_real_pairs_only() -> None:
+    """gan.class_weight w: G's objective is the critic's plus w times the cross-entropy of
+    recognising each fake's character among its group's real targets by squared distance in E;
+    E's objective is the same one-shot task on real drawings (targets among sources). w = 0 is
+    the paper: no E, and the stored GANs' state (no classifier weights)."""
+    cfg = tiny_config("protonet", **{**DAGAN, **WGAN, "gan.class_weight": 0.5})
+    gan = pretrained.initial_gan(cfg, torch.device("cpu"))
+    assert gan.classifier is not None
+    source, target = torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28)
+    out = gan.generator_loss(source, torch.Generator().manual_seed(3), target, groups=2)
+    fake = gan.generator(source, gan.z(6, torch.Generator().manual_seed(3), source.device))
+
+    def one_shot_ce(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        q = gan.classifier(queries).view(2, 3, -1)
+        r = gan.classifier(references).view(2, 3, -1)
+        logits = -((q[:, :, None] - r[:, None]) ** 2).sum(-1)  # [groups, 3, 3]
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.arange(3).repeat(2))
+
+    critic = gan.g_loss(gan.discriminator(torch.cat([source, fake], 1)))
+    torch.testing.assert_close(out.objective, critic + 0.5 * one_shot_ce(fake, target))
+    torch.testing.assert_close(out.metrics["class_loss"], one_shot_ce(fake, target))
+    e_out = gan.classifier_loss(source, target, groups=2)
+    torch.testing.assert_close(e_out.objective, one_shot_ce(target, source))
+    with pytest.raises(ValueError, match="^gan.class_weight"):
+        gan.generator_loss(source, torch.Generator(), None)
+    # Off: the paper's G objective and no E, so GANs stored before the option still load.
+    plain = pretrained.initial_gan(replace(cfg, gan=replace(cfg.gan, class_weight=0.0)),
+                                   torch.device("cpu"))
+    assert plain.classifier is None
+    assert not any(k.startswith("classifier.") for k in plain.state_dict())
+    for k, v in plain.state_dict().items():  # G, D and EMA start alike with and without it
+        torch.testing.assert_close(v, gan.state_dict()[k])
+    out0 = plain.generator_loss(source, torch.Generator().manual_seed(3), target)
+    torch.testing.assert_close(out0.objective, critic)
+    assert "class_loss" not in out0.metrics
+
+
+def test_pretraining_with_the_class_keeping_term_trains_e_and_g_against_it(
+        splits: Splits) -> None:
+    cfg = tiny_config("protonet", **{**DAGAN, **WGAN, "gan.class_weight": 1.0,
+                                     "gan.pretrain_steps": 3})
+    start = pretrained.initial_gan(cfg, torch.device("cpu"))
+    gan, summary = pretrained.train_gan(cfg, splits.train, torch.device("cpu"))
+    assert gan.classifier is not None and start.classifier is not None
+    for name, p in gan.classifier.named_parameters():  # E was updated
+        assert not torch.equal(p, dict(start.classifier.named_parameters())[name]), name
+    for key in ("E/loss", "E/accuracy", "G/class_loss", "G/class_accuracy"):
+        assert math.isfinite(summary[key]), key
+    assert 0 <= summary["E/accuracy"] <= 1 and 0 <= summary["G/class_accuracy"] <= 1
+    # In the loop's alternate schedule E learns beside D, per task.
+    loop = dagan_loop("protonet", splits, **WGAN, **{"gan.schedule": "alternate",
+                                                     "gan.class_weight": 1.0})
+    metrics = [loop.step() for _ in range(2)]
+    assert loop.updates == {"D": 2, "E": 2, "G": 1, "meta": 2}
+    assert {"E/loss", "E/accuracy"} <= set(metrics[0]) and "G/class_loss" in metrics[1]
+
+
 def test_the_affine_control_jitters_its_sources_and_trains_no_gan(
         splits: Splits, count_pretraining: list[int]) -> None:
     """gan.generator affine: each fake is its source drawing under a random affine jitter from
@@ -183,6 +240,9 @@ def test_the_affine_control_jitters_its_sources_and_trains_no_gan(
     with pytest.raises(ConfigError, match="^gan.schedule: alternate"):
         build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine",
                                               "gan.schedule": "alternate"}))
+    with pytest.raises(ConfigError, match="^gan.class_weight: gan.generator affine"):
+        build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine",
+                                              "gan.class_weight": 1.0}))
 
 
 def test_the_frozen_schedule_trains_only_the_meta_learner(splits: Splits) -> None:
@@ -222,7 +282,8 @@ def test_the_pretrained_gan_is_stored_once_and_reused(tmp_path: Path, splits: Sp
     assert pretrained.artefact_path(same, tmp_path) == path
     for key, value in [("gan.d_lr", 1e-3), ("gan.critic_steps", 3), ("train.seed", 1),
                        ("data.image_size", 24), ("gan.pretrain_steps", 3),
-                       ("gan.residual", True), ("gan.mismatch_weight", 0.5)]:
+                       ("gan.residual", True), ("gan.mismatch_weight", 0.5),
+                       ("gan.class_weight", 0.5)]:
         other = tiny_config("protonet", **{**DAGAN, **WGAN, key: value})
         assert pretrained.artefact_path(other, tmp_path) != path, key
     other = tiny_config("protonet", **{**DAGAN, **WGAN, "train.seed": 1})
@@ -379,6 +440,7 @@ def test_the_generated_images_never_give_the_statistics(splits: Splits,
     ("gan.fake_weight", 0.0, "must be positive"),
     ("gan.mismatch_weight", 1.0, r"must be in \[0, 1\)"),
     ("gan.mismatch_weight", -0.5, r"must be in \[0, 1\)"),
+    ("gan.class_weight", -1.0, "must be >= 0"),
 ])
 def test_dagan_keys_are_checked(key: str, value: object, words: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: {words}"):
@@ -415,13 +477,15 @@ def test_sample_metrics_scores_dagan_samples(splits: Splits) -> None:
     assert res == again  # seeded
 
 
-def test_a_checkpoint_restores_everything(splits: Splits) -> None:
-    loop = dagan_loop("fomaml", splits, **WGAN, **{"gan.schedule": "alternate", "gan.ema": 0.5})
+@pytest.mark.parametrize("class_weight", [0.0, 1.0])
+def test_a_checkpoint_restores_everything(splits: Splits, class_weight: float) -> None:
+    extra = {"gan.schedule": "alternate", "gan.ema": 0.5, "gan.class_weight": class_weight}
+    loop = dagan_loop("fomaml", splits, **WGAN, **extra)
     for _ in range(3):
         loop.step()
     state = copy.deepcopy(loop.state_dict())  # state_dict() shares the live tensors
     after = [loop.step() for _ in range(2)]
-    resumed = dagan_loop("fomaml", splits, **WGAN, **{"gan.schedule": "alternate", "gan.ema": 0.5})
+    resumed = dagan_loop("fomaml", splits, **WGAN, **extra)
     resumed.load_state_dict(state)
     again = [resumed.step() for _ in range(2)]
     strip = [{k: v for k, v in m.items() if k != "tasks_per_s"} for m in (*after, *again)]

@@ -17,7 +17,8 @@ a real image: ProtoNet's prototypes are weighted means, MAML's and FOMAML's inne
 weighted cross-entropy. Reptile meta-trains on a joint support+query objective that has no
 support-set loss to weight, so config validation refuses a fake_weight other than 1 with it.
 
-Beyond the paper: `gan.mismatch_weight` makes the critic matching-aware (gan/pretrained.py), and
+Beyond the paper: `gan.mismatch_weight` makes the critic matching-aware and `gan.class_weight`
+adds a class-keeping term to G's objective (gan/pretrained.py), and
 `gan.generator: affine` draws each fake as its source under random affine jitter instead of
 from G: no GAN at all, the control whose fakes keep their class by construction.
 """
@@ -52,7 +53,7 @@ from ..meta.reptile import Reptile
 from ..models import Statistics, context_statistics
 from .evaluation import evaluate_generation
 from .nets import SeededNoise, per_set
-from .pretrained import PairGan, pretrained_state
+from .pretrained import CLASSIFIER_BETAS, CLASSIFIER_LR, PairGan, pretrained_state
 from .uresnet import UResNetGenerator
 
 NOISE_SEED_OFFSET = 7_919
@@ -147,7 +148,7 @@ class DaganAugmented(SeededNoise, Method):
     reads = frozenset({f"gan.{k}" for k in (
         "loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr", "beta1",
         "beta2", "augment", "fake_weight", "pretrain_steps", "critic_steps", "schedule",
-        "augment_at_test", "residual", "mismatch_weight", "generator")})
+        "augment_at_test", "residual", "mismatch_weight", "class_weight", "generator")})
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)
@@ -275,7 +276,12 @@ class DaganAugmented(SeededNoise, Method):
 
     def _g_phase(self, episode: Episode) -> PhaseOutput:
         self.ensure_pretrained()
-        return self.gan.generator_loss(self._pairs(episode)[0], self.noise)
+        source, target = self._pairs(episode)
+        return self.gan.generator_loss(source, self.noise, target, groups=episode.num_tasks)
+
+    def _e_phase(self, episode: Episode) -> PhaseOutput:
+        self.ensure_pretrained()
+        return self.gan.classifier_loss(*self._pairs(episode), groups=episode.num_tasks)
 
     def _meta_phase(self, episode: Episode) -> PhaseOutput:
         # The real support images lead the augmented support set; in the learner's support
@@ -304,9 +310,13 @@ class DaganAugmented(SeededNoise, Method):
         def g_active(it: int) -> bool:
             return g.schedule == "alternate" and it % k == k - 1
 
+        # With gan.class_weight, E (the class-keeping term's embedding) learns beside D.
+        e = ([Phase("E", list(self.gan.classifier.parameters()), self._e_phase, CLASSIFIER_LR,
+                    CLASSIFIER_BETAS, d_active)] if self.gan.classifier is not None else [])
         return [
             Phase("D", list(self.gan.discriminator.parameters()), self._d_phase, g.d_lr, betas,
                   d_active),
+            *e,
             Phase("G", list(self.gan.generator.parameters()), self._g_phase, g.g_lr, betas,
                   g_active, self.gan.update_ema),
             Phase("meta", list(self.learner.parameters()), self._meta_phase),

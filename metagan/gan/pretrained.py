@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -34,7 +35,7 @@ from ..data.preprocess import data_key, jitter_padding
 from ..locks import locked
 from ..meta.base import Phase, PhaseOutput, make_optimizer, update_phase
 from .losses import LOSSES, gradient_penalty
-from .uresnet import PairCritic, UResNetGenerator
+from .uresnet import CharacterEmbedding, PairCritic, UResNetGenerator
 
 # Bump when the networks or the pre-training recipe change: stored GANs of another version are
 # never loaded (their key differs).
@@ -43,11 +44,17 @@ PAIRS = 32  # (source, target) pairs per pre-training batch, as in the DAGAN cod
 PRETRAIN_SEED_OFFSET = 104_729  # G/D initialisation, pair sampling and noise of pre-training
 PRETRAIN_KEYS = ("loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr",
                  "beta1", "beta2", "pretrain_steps", "critic_steps", "residual",
-                 "mismatch_weight")
+                 "mismatch_weight", "class_weight")
+OPTIONS = ("residual", "mismatch_weight", "class_weight")  # beyond the paper; off: not in the key
+# The character embedding of gan.class_weight learns as a ProtoNet does (Adam 1e-3), not at the
+# GAN's rates: it must tell characters apart from the first G updates on.
+CLASSIFIER_LR = 1e-3
+CLASSIFIER_BETAS = (0.9, 0.999)
 
 
 class PairGan(nn.Module):
-    """G (UResNet) from a source drawing, D (critic) on (source, drawing) pairs, G's EMA."""
+    """G (UResNet) from a source drawing, D (critic) on (source, drawing) pairs, G's EMA and,
+    with gan.class_weight > 0, the character embedding E of G's class-keeping term."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
@@ -63,6 +70,9 @@ class PairGan(nn.Module):
                                   multi_avg_fn=get_ema_multi_avg_fn(g.ema),  # type: ignore[no-untyped-call]
                                   use_buffers=True) if g.ema > 0 else None)
         self.d_loss, self.g_loss = LOSSES[g.loss]
+        # Only with the option, so GANs stored without it load as they were.
+        self.classifier = (CharacterEmbedding(2 * g.width, channels) if g.class_weight > 0
+                           else None)
 
     @property
     def sampler_net(self) -> nn.Module:
@@ -103,11 +113,50 @@ class PairGan(nn.Module):
             metrics["gradient_penalty"] = gp.detach()
         return PhaseOutput(loss, metrics)
 
-    def generator_loss(self, source: torch.Tensor, rng: torch.Generator) -> PhaseOutput:
-        """G's objective: D's judgement of (source, G(source, z))."""
+    def class_logits(self, drawings: torch.Tensor, references: torch.Tensor, groups: int
+                     ) -> torch.Tensor:
+        """[groups, k, k]: minus the squared distance in E between drawing i and reference j of
+        each group of k (drawings and references [groups * k, C, S, S], the k of a group of
+        distinct characters, drawing i of reference i's character)."""
+        assert self.classifier is not None
+        e_drawings = self.classifier(drawings).unflatten(0, (groups, -1))
+        e_references = self.classifier(references).unflatten(0, (groups, -1))
+        logits: torch.Tensor = -(e_drawings.unsqueeze(2) - e_references.unsqueeze(1)).pow(2).sum(-1)
+        return logits
+
+    def class_loss(self, drawings: torch.Tensor, references: torch.Tensor, groups: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, accuracy) of recognising each drawing's character among its group's
+        references by the nearest one in E (a one-shot ProtoNet task per group)."""
+        logits = self.class_logits(drawings, references, groups)
+        labels = torch.arange(logits.shape[1], device=logits.device).expand(groups, -1)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return loss, (logits.argmax(-1) == labels).float().mean()
+
+    def classifier_loss(self, source: torch.Tensor, target: torch.Tensor, groups: int = 1
+                        ) -> PhaseOutput:
+        """E's objective, on real drawings only: each target recognised among its group's
+        sources (E never sees G's fakes, so G cannot teach it to accept them)."""
+        loss, acc = self.class_loss(target, source, groups)
+        return PhaseOutput(loss, {"loss": loss.detach(), "accuracy": acc.detach()})
+
+    def generator_loss(self, source: torch.Tensor, rng: torch.Generator, target: torch.Tensor |
+                       None = None, groups: int = 1) -> PhaseOutput:
+        """G's objective: D's judgement of (source, G(source, z)); with gan.class_weight w > 0,
+        plus w times the cross-entropy of recognising each fake's character, in E, among its
+        group's real targets (other drawings of the sources' characters)."""
         fake = self.generator(source, self.z(source.shape[0], rng, source.device))
         loss = self.g_loss(self.discriminator(torch.cat([source, fake], 1)))
-        return PhaseOutput(loss, {"loss": loss.detach()})
+        metrics = {"loss": loss.detach()}
+        w = self.cfg.gan.class_weight
+        if w > 0:
+            if target is None:
+                raise ValueError("gan.class_weight: G's class-keeping term needs the targets")
+            keep, acc = self.class_loss(fake, target, groups)
+            loss = loss + w * keep
+            metrics.update(loss=loss.detach(), class_loss=keep.detach(),
+                           class_accuracy=acc.detach())
+        return PhaseOutput(loss, metrics)
 
     def update_ema(self) -> None:
         """Move the EMA towards G's current weights (after each G update)."""
@@ -121,8 +170,8 @@ def pretrain_key(cfg: Config) -> str:
     gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
-    for option in ("residual", "mismatch_weight"):  # keys stored before the options existed
-        if not gan[option]:                           # stay valid while they are off
+    for option in OPTIONS:  # keys stored before the options existed
+        if not gan[option]:  # stay valid while they are off
             del gan[option]
     data = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}  # where, not what
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
@@ -160,13 +209,22 @@ def train_gan(cfg: Config, train: ImageSet, device: torch.device) -> tuple[PairG
     betas = (g.beta1, g.beta2)
     d = Phase("D", list(gan.discriminator.parameters()),
               lambda ep: gan.critic_loss(*pair_batch(ep), noise), g.d_lr, betas)
-    gen = Phase("G", list(gan.generator.parameters()),
-                lambda ep: gan.generator_loss(pair_batch(ep)[0], noise), g.g_lr, betas,
+
+    def g_loss(episode: Episode) -> PhaseOutput:
+        source, target = pair_batch(episode)
+        return gan.generator_loss(source, noise, target)
+
+    gen = Phase("G", list(gan.generator.parameters()), g_loss, g.g_lr, betas,
                 after_step=gan.update_ema)
     # GAN-only optimisers: no weight decay, no clipping (the run's optim section is the
     # meta-learner's).
     plain = OptimConfig()
     d_opt, g_opt = make_optimizer(d, plain), make_optimizer(gen, plain)
+    e = (Phase("E", list(gan.classifier.parameters()),
+               lambda ep: gan.classifier_loss(*pair_batch(ep)), CLASSIFIER_LR, CLASSIFIER_BETAS)
+         if gan.classifier is not None else None)
+    e_opt = make_optimizer(e, plain) if e is not None else None
+    e_metrics: dict[str, float] = {}
     start = time.perf_counter()
     d_metrics: dict[str, float] = {}
     g_metrics: dict[str, float] = {}
@@ -174,14 +232,18 @@ def train_gan(cfg: Config, train: ImageSet, device: torch.device) -> tuple[PairG
     with torch.enable_grad():
         for step in range(g.pretrain_steps):
             for _ in range(g.critic_steps):
-                d_metrics = update_phase(d, d_opt, pairs.sample(1), g.d_lr, 0.0, step)
+                batch = pairs.sample(1)
+                d_metrics = update_phase(d, d_opt, batch, g.d_lr, 0.0, step)
+                if e is not None and e_opt is not None:  # E learns from the critic's pairs
+                    e_metrics = update_phase(e, e_opt, batch, CLASSIFIER_LR, 0.0, step)
             g_metrics = update_phase(gen, g_opt, pairs.sample(1), g.g_lr, 0.0, step)
     for p in gan.parameters():
         p.grad = None
     summary = {"steps": g.pretrain_steps, "critic_steps": g.critic_steps,
                "seconds": time.perf_counter() - start,
                **{f"D/{k}": v for k, v in d_metrics.items()},
-               **{f"G/{k}": v for k, v in g_metrics.items()}}
+               **{f"G/{k}": v for k, v in g_metrics.items()},
+               **{f"E/{k}": v for k, v in e_metrics.items()}}
     return gan, summary
 
 

@@ -133,6 +133,27 @@ class UResNetGenerator(nn.Module):
         return torch.sigmoid(out)
 
 
+class CharacterEmbedding(nn.Module):
+    """A drawing [n, C, S, S] -> features [n, D] for telling characters apart (the class-keeping
+    term of gan.class_weight): `stages` conv-norm-lrelu-maxpool stages of `width` channels, as a
+    ProtoNet's conv4 but with layer norm (a drawing's features do not depend on its batch)."""
+
+    def __init__(self, width: int, image_channels: int = 1, stages: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = image_channels
+        for _ in range(stages):
+            layers += [conv3(channels, width), layer_norm(width), nn.LeakyReLU(SLOPE),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+            channels = width
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One feature vector per drawing."""
+        features: torch.Tensor = self.features(x).flatten(1)
+        return features
+
+
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module) if enabled else module
 
