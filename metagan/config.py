@@ -125,6 +125,10 @@ class GanConfig:
     # real drawing in a character embedding E trained beside the critic on real meta-train
     # pairs only (a one-shot ProtoNet task). 0: the DAGAN paper (G answers to the critic alone).
     class_weight: float = 0.0
+    # dagan: the weight of a mode-seeking term in G's objective (beyond the paper; Mao et al.
+    # 2019): two noise draws per source, G penalised by 1 / (mean |G(x, z1) - G(x, z2)| /
+    # mean |z1 - z2|), so that it cannot ignore its noise and give one fake per source. 0: off.
+    diversity_weight: float = 0.0
     # dagan: what draws the fakes. uresnet: DAGAN's pre-trained G. affine: random affine jitter
     # of the source drawing (no GAN, nothing pre-trained): fakes that keep their class by
     # construction, the control that says what faithful augmentation is worth to a learner.
@@ -506,10 +510,10 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
     for name in ("ema", "beta1", "beta2", "mismatch_weight"):
         if not 0.0 <= getattr(g, name) < 1.0:
             raise ConfigError(f"gan.{name}: must be in [0, 1), got {getattr(g, name)}")
-    _non_negative("gan.class_weight", g.class_weight)
-    if cfg.method == "dagan" and g.generator == "affine" and g.class_weight > 0:
-        raise ConfigError("gan.class_weight: gan.generator affine has no G to keep the class; "
-                          "use 0")
+    for name in ("class_weight", "diversity_weight"):
+        _non_negative(f"gan.{name}", getattr(g, name))
+        if cfg.method == "dagan" and g.generator == "affine" and getattr(g, name) > 0:
+            raise ConfigError(f"gan.{name}: gan.generator affine has no G to train; use 0")
     tr = cfg.train
     if cfg.method == "dagan" and g.fake_weight != 1.0 and cfg.meta.algorithm == "reptile":
         raise ConfigError("gan.fake_weight: reptile meta-trains on support and queries together, "

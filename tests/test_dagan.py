@@ -201,16 +201,41 @@ def test_a_class_keeping_term_joins_g_objective_and_e_learns_from_real_pairs_onl
     assert "class_loss" not in out0.metrics
 
 
-def test_pretraining_with_the_class_keeping_term_trains_e_and_g_against_it(
+def test_a_mode_seeking_term_penalises_a_generator_that_ignores_its_noise() -> None:
+    """gan.diversity_weight v: G's objective adds v / (mean |G(x, z1) - G(x, z2)| / mean |z1 -
+    z2| + 1e-5) for two noise draws per source (MSGAN), z1 the critic's fake's noise."""
+    cfg = tiny_config("protonet", **{**DAGAN, **WGAN, "gan.diversity_weight": 0.5})
+    gan = pretrained.initial_gan(cfg, torch.device("cpu"))
+    source = torch.rand(4, 1, 28, 28)
+    out = gan.generator_loss(source, torch.Generator().manual_seed(3))
+    rng = torch.Generator().manual_seed(3)
+    z1, z2 = gan.z(4, rng, source.device), gan.z(4, rng, source.device)
+    fake1, fake2 = gan.generator(source, z1), gan.generator(source, z2)
+    spread = (fake1 - fake2).abs().mean() / (z1 - z2).abs().mean()
+    critic = gan.g_loss(gan.discriminator(torch.cat([source, fake1], 1)))
+    torch.testing.assert_close(out.objective, critic + 0.5 / (spread + 1e-5))
+    torch.testing.assert_close(out.metrics["spread"], spread)
+    # A G that ignores its noise pays more than one that uses it (here: its noise maps zeroed).
+    deaf = copy.deepcopy(gan)
+    with torch.no_grad():
+        for noise_map in deaf.generator.noise:
+            noise_map.project.weight.zero_()
+    assert deaf.generator_loss(source, torch.Generator().manual_seed(3)).metrics["spread"] == 0
+    off = pretrained.initial_gan(replace(cfg, gan=replace(cfg.gan, diversity_weight=0.0)),
+                                 torch.device("cpu"))
+    assert "spread" not in off.generator_loss(source, torch.Generator().manual_seed(3)).metrics
+
+
+def test_pretraining_with_the_g_terms_trains_e_and_g_against_them(
         splits: Splits) -> None:
     cfg = tiny_config("protonet", **{**DAGAN, **WGAN, "gan.class_weight": 1.0,
-                                     "gan.pretrain_steps": 3})
+                                     "gan.diversity_weight": 0.1, "gan.pretrain_steps": 3})
     start = pretrained.initial_gan(cfg, torch.device("cpu"))
     gan, summary = pretrained.train_gan(cfg, splits.train, torch.device("cpu"))
     assert gan.classifier is not None and start.classifier is not None
     for name, p in gan.classifier.named_parameters():  # E was updated
         assert not torch.equal(p, dict(start.classifier.named_parameters())[name]), name
-    for key in ("E/loss", "E/accuracy", "G/class_loss", "G/class_accuracy"):
+    for key in ("E/loss", "E/accuracy", "G/class_loss", "G/class_accuracy", "G/spread"):
         assert math.isfinite(summary[key]), key
     assert 0 <= summary["E/accuracy"] <= 1 and 0 <= summary["G/class_accuracy"] <= 1
     # In the loop's alternate schedule E learns beside D, per task.
@@ -240,9 +265,9 @@ def test_the_affine_control_jitters_its_sources_and_trains_no_gan(
     with pytest.raises(ConfigError, match="^gan.schedule: alternate"):
         build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine",
                                               "gan.schedule": "alternate"}))
-    with pytest.raises(ConfigError, match="^gan.class_weight: gan.generator affine"):
-        build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine",
-                                              "gan.class_weight": 1.0}))
+    for key in ("gan.class_weight", "gan.diversity_weight"):
+        with pytest.raises(ConfigError, match=f"^{key}: gan.generator affine has no G"):
+            build_config(tiny_data("protonet", **{**DAGAN, "gan.generator": "affine", key: 1.0}))
 
 
 def test_the_frozen_schedule_trains_only_the_meta_learner(splits: Splits) -> None:
@@ -283,7 +308,7 @@ def test_the_pretrained_gan_is_stored_once_and_reused(tmp_path: Path, splits: Sp
     for key, value in [("gan.d_lr", 1e-3), ("gan.critic_steps", 3), ("train.seed", 1),
                        ("data.image_size", 24), ("gan.pretrain_steps", 3),
                        ("gan.residual", True), ("gan.mismatch_weight", 0.5),
-                       ("gan.class_weight", 0.5)]:
+                       ("gan.class_weight", 0.5), ("gan.diversity_weight", 0.5)]:
         other = tiny_config("protonet", **{**DAGAN, **WGAN, key: value})
         assert pretrained.artefact_path(other, tmp_path) != path, key
     other = tiny_config("protonet", **{**DAGAN, **WGAN, "train.seed": 1})
@@ -441,6 +466,7 @@ def test_the_generated_images_never_give_the_statistics(splits: Splits,
     ("gan.mismatch_weight", 1.0, r"must be in \[0, 1\)"),
     ("gan.mismatch_weight", -0.5, r"must be in \[0, 1\)"),
     ("gan.class_weight", -1.0, "must be >= 0"),
+    ("gan.diversity_weight", -0.1, "must be >= 0"),
 ])
 def test_dagan_keys_are_checked(key: str, value: object, words: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: {words}"):

@@ -17,8 +17,9 @@ a real image: ProtoNet's prototypes are weighted means, MAML's and FOMAML's inne
 weighted cross-entropy. Reptile meta-trains on a joint support+query objective that has no
 support-set loss to weight, so config validation refuses a fake_weight other than 1 with it.
 
-Beyond the paper: `gan.mismatch_weight` makes the critic matching-aware and `gan.class_weight`
-adds a class-keeping term to G's objective (gan/pretrained.py), and
+Beyond the paper: `gan.mismatch_weight` makes the critic matching-aware, `gan.class_weight`
+and `gan.diversity_weight` add a class-keeping and a mode-seeking term to G's objective
+(gan/pretrained.py), and
 `gan.generator: affine` draws each fake as its source under random affine jitter instead of
 from G: no GAN at all, the control whose fakes keep their class by construction.
 """
@@ -148,7 +149,8 @@ class DaganAugmented(SeededNoise, Method):
     reads = frozenset({f"gan.{k}" for k in (
         "loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr", "beta1",
         "beta2", "augment", "fake_weight", "pretrain_steps", "critic_steps", "schedule",
-        "augment_at_test", "residual", "mismatch_weight", "class_weight", "generator")})
+        "augment_at_test", "residual", "mismatch_weight", "class_weight", "diversity_weight",
+        "generator")})
 
     def __init__(self, cfg: Config, learner: MetaLearner) -> None:
         super().__init__(cfg.train.seed + NOISE_SEED_OFFSET)

@@ -44,12 +44,14 @@ PAIRS = 32  # (source, target) pairs per pre-training batch, as in the DAGAN cod
 PRETRAIN_SEED_OFFSET = 104_729  # G/D initialisation, pair sampling and noise of pre-training
 PRETRAIN_KEYS = ("loss", "gp_weight", "z_dim", "width", "spectral_norm", "ema", "g_lr", "d_lr",
                  "beta1", "beta2", "pretrain_steps", "critic_steps", "residual",
-                 "mismatch_weight", "class_weight")
-OPTIONS = ("residual", "mismatch_weight", "class_weight")  # beyond the paper; off: not in the key
+                 "mismatch_weight", "class_weight", "diversity_weight")
+# Beyond the paper; while off they stay out of the key, so GANs stored before them stay valid.
+OPTIONS = ("residual", "mismatch_weight", "class_weight", "diversity_weight")
 # The character embedding of gan.class_weight learns as a ProtoNet does (Adam 1e-3), not at the
 # GAN's rates: it must tell characters apart from the first G updates on.
 CLASSIFIER_LR = 1e-3
 CLASSIFIER_BETAS = (0.9, 0.999)
+MODE_SEEKING_EPS = 1e-5  # as in the MSGAN code
 
 
 class PairGan(nn.Module):
@@ -144,18 +146,27 @@ class PairGan(nn.Module):
                        None = None, groups: int = 1) -> PhaseOutput:
         """G's objective: D's judgement of (source, G(source, z)); with gan.class_weight w > 0,
         plus w times the cross-entropy of recognising each fake's character, in E, among its
-        group's real targets (other drawings of the sources' characters)."""
-        fake = self.generator(source, self.z(source.shape[0], rng, source.device))
+        group's real targets (other drawings of the sources' characters); with
+        gan.diversity_weight v > 0, plus v / (mean |G(source, z) - G(source, z2)| / mean
+        |z - z2| + 1e-5) for a second noise draw z2 (MSGAN's mode-seeking term)."""
+        z = self.z(source.shape[0], rng, source.device)
+        fake = self.generator(source, z)
         loss = self.g_loss(self.discriminator(torch.cat([source, fake], 1)))
         metrics = {"loss": loss.detach()}
+        v = self.cfg.gan.diversity_weight
+        if v > 0:
+            z2 = self.z(source.shape[0], rng, source.device)
+            spread = (fake - self.generator(source, z2)).abs().mean() / (z - z2).abs().mean()
+            loss = loss + v / (spread + MODE_SEEKING_EPS)
+            metrics["spread"] = spread.detach()
         w = self.cfg.gan.class_weight
         if w > 0:
             if target is None:
                 raise ValueError("gan.class_weight: G's class-keeping term needs the targets")
             keep, acc = self.class_loss(fake, target, groups)
             loss = loss + w * keep
-            metrics.update(loss=loss.detach(), class_loss=keep.detach(),
-                           class_accuracy=acc.detach())
+            metrics.update(class_loss=keep.detach(), class_accuracy=acc.detach())
+        metrics["loss"] = loss.detach()
         return PhaseOutput(loss, metrics)
 
     def update_ema(self) -> None:
@@ -170,8 +181,8 @@ def pretrain_key(cfg: Config) -> str:
     gan = {k: getattr(g, k) for k in PRETRAIN_KEYS}
     if g.loss != "wasserstein":
         gan["gp_weight"] = 0.0  # unused
-    for option in OPTIONS:  # keys stored before the options existed
-        if not gan[option]:  # stay valid while they are off
+    for option in OPTIONS:
+        if not gan[option]:
             del gan[option]
     data = {k: v for k, v in data_key(cfg.data).items() if k != "cache_dir"}  # where, not what
     blob = {"version": VERSION, "data": data, "gan": gan, "seed": cfg.train.seed}
