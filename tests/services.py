@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,11 +19,40 @@ import urllib.request
 from pathlib import Path
 
 
+# Ports for the tests' servers come from below Linux's ephemeral range (32768+) and above Ray's
+# default worker ports (10002-19999): a port the kernel hands to an outgoing connection, or a
+# Ray worker binds, between our draw and our server's bind would make a test fail now and then.
+# The test clusters' worker ports sit at 24000+ (see test_cluster.py), so these stop at 23999.
+PORT_RANGE = range(20000, 24000)
+_next_port = PORT_RANGE.start + random.Random(os.getpid()).randrange(len(PORT_RANGE))
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:  # no SO_REUSEADDR: a port in TIME_WAIT counts as taken
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive TCP ports nobody holds now, none handed out before."""
+    global _next_port
+    for _ in range(len(PORT_RANGE)):
+        base = _next_port
+        if base + count > PORT_RANGE.stop:
+            base = PORT_RANGE.start
+        _next_port = base + 1
+        if all(_bindable(base + k) for k in range(count)):
+            _next_port = base + count
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports in {PORT_RANGE}")
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody holds now, never handed out before by this process."""
+    return free_ports(1)
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

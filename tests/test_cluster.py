@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT, tiny_data
-from .services import free_port
+from .services import free_port, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
@@ -30,12 +30,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     """Head (no CPUs) + two 1-CPU worker nodes + moto S3, on free ports; stopped by PID."""
     state = tmp_path_factory.mktemp("local-cluster")
     ports = {"HEAD_PORT": free_port(), "DASHBOARD_PORT": free_port(), "S3_PORT": free_port()}
-    metrics = free_port()
-    while any(p in range(metrics, metrics + 3) for p in ports.values()):
-        metrics = free_port()
+    metrics = free_ports(3)  # head, then one per worker
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STATE": str(state),
            "METRICS_PORT": str(metrics),
-           # Fixed ports below Linux's ephemeral range (32768+), where free_port() draws.
+           # Fixed, above free_ports()'s range and below Linux's ephemeral one (32768+).
            "WORKER_PORT_BASE": "24000",
            "BIN": str(Path(sys.executable).parent), "AWS_ACCESS_KEY_ID": "local",
            "AWS_SECRET_ACCESS_KEY": "local-secret", "AWS_REGION": "us-east-1"}
@@ -279,7 +277,7 @@ def test_start_refuses_a_held_port_before_starting_anything(tmp_path: Path) -> N
     state = tmp_path / "state"
     env = {**os.environ, "STATE": str(state), "HEAD_PORT": str(free_port()),
            "DASHBOARD_PORT": str(free_port()), "S3_PORT": str(free_port()),
-           "METRICS_PORT": str(free_port()),
+           "METRICS_PORT": str(free_ports(3)),
            # Apart from the module cluster's fixed ports (24000-26006), which may be up.
            "WORKER_PORT_BASE": "28000",
            "BIN": str(Path(sys.executable).parent)}
