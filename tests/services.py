@@ -18,7 +18,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 # Ports for the tests' servers come from below Linux's ephemeral range (32768+) and above Ray's
 # default worker ports (10002-19999): a port the kernel hands to an outgoing connection, or a
 # Ray worker binds, between our draw and our server's bind would make a test fail now and then.
