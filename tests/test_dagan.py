@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from metagan.config import ConfigError, build_config
+from metagan.config import ConfigError, build_config, load_config
 from metagan.data import Splits, load_splits
 from metagan.data.episodes import random_affine
 from metagan.gan import pretrained
@@ -30,7 +30,7 @@ from metagan.meta.maml import sgd_adapt
 from metagan.meta.protonet import prototypes
 from metagan.methods import GENERATION_KEYS
 
-from .conftest import tiny_config, tiny_data
+from .conftest import ROOT, tiny_config, tiny_data
 from .test_loop import assert_same_state
 
 DAGAN = {"method": "dagan", "gan.augment": 2, "gan.pretrain_steps": 2, "gan.critic_steps": 2,
@@ -360,6 +360,33 @@ def test_augmented_support_shapes_and_labels(splits: Splits) -> None:
     assert torch.equal(aug.support_x, again.support_x)
     third = method_of(other).augment(ep, torch.Generator().manual_seed(1))
     assert not torch.equal(aug.support_x[:, 5:], third.support_x[:, 5:])
+
+
+@pytest.mark.parametrize("at_test", [True, False])
+def test_augment_at_test_decides_whether_evaluation_adapts_on_fakes(at_test: bool,
+                                                                     splits: Splits) -> None:
+    loop = dagan_loop("protonet", splits, **{"gan.augment_at_test": at_test})
+    method = method_of(loop)
+    ep = loop.sampler.sample(3)
+    real = ep.support_x.shape[1]
+    logits = method.task_logits(ep, torch.Generator().manual_seed(0))
+    augmented = method.augment(ep, torch.Generator().manual_seed(0))
+    assert augmented.support_x.shape[1] == 3 * real
+    with_fakes = method.learner.task_logits(augmented, context=real)
+    real_only = method.learner.task_logits(ep, context=real)
+    assert not torch.allclose(with_fakes, real_only)  # the fakes do move the prototypes
+    assert torch.equal(logits, with_fakes if at_test else real_only)
+
+
+def test_the_shipped_dagan_config_is_the_papers_gan() -> None:
+    """configs/dagan.yaml: WGAN-GP with several critic steps per G step, the UResNet G and the
+    pair critic (the dataclass defaults serve the other GAN methods too)."""
+    cfg = load_config(ROOT / "configs" / "dagan.yaml")
+    assert (cfg.gan.loss, cfg.gan.gp_weight > 0, cfg.gan.critic_steps > 1) == (
+        "wasserstein", True, True)
+    gan = pretrained.PairGan(cfg)
+    assert isinstance(gan.generator, UResNetGenerator)
+    assert isinstance(gan.discriminator, PairCritic)
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "fomaml"])

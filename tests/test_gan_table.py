@@ -240,3 +240,42 @@ def test_each_adapted_generator_gets_a_row_per_adaptation_length(gan_table: Modu
     for g in ("meta-learned G", "pooled-GAN G", "never-trained G"):
         assert [r for r in rows if r.startswith(g)] == [f"{g}, 0 steps", f"{g}, 400 steps"]
     assert "DAGAN G" in rows and "support + affine jitter" in rows
+
+
+def test_the_low_data_classifier_trains_each_variant_on_the_same_real_drawings(
+        gan_table: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/dagan_samples.py's low-data classifier (the DAGAN paper's section 5.1): the
+    three variants train on the same k drawings per character, DAGAN's with `fakes` samples
+    of each drawing added under its label, affine jitter's with a jitter generator, and all
+    are scored on the same held-out drawings."""
+    from metagan.loop import EpisodeLoop
+
+    from .conftest import tiny_config
+
+    spec = importlib.util.spec_from_file_location("dagan_samples",
+                                                  ROOT / "benchmarks" / "dagan_samples.py")
+    assert spec is not None and spec.loader is not None
+    samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(samples)
+    loop = EpisodeLoop(tiny_config("protonet", **{
+        "method": "dagan", "gan.augment": 2, "gan.pretrain_steps": 2, "gan.critic_steps": 2,
+        "gan.width": 8, "gan.z_dim": 8}))
+    trained: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
+    real_train = samples.train_classifier
+
+    def recorded(x: torch.Tensor, y: torch.Tensor, *args: object) -> torch.nn.Module:
+        trained.append((x, y, args[-1] is not None))
+        return real_train(x, y, *args)
+
+    monkeypatch.setattr(samples, "train_classifier", recorded)
+    out = samples.low_data(loop.splits, loop.method, shots=2, fakes=3, steps=2, seed=0)
+    assert list(out) == list(samples.VARIANTS) == ["none", "affine jitter", "DAGAN"]
+    held = {len(v) for v in out.values()}
+    assert len(held) == 1 and held.pop() > 0
+    assert set(sum(out.values(), [])) <= {0.0, 1.0}
+    (x, y, jit0), (x1, y1, jit1), (x2, y2, jit2) = trained
+    assert (jit0, jit1, jit2) == (False, True, False)
+    assert torch.equal(x, x1) and torch.equal(y, y1)
+    assert x2.shape[0] == 4 * x.shape[0] and torch.equal(x2[:len(x)], x)  # reals lead
+    assert torch.equal(y2, torch.cat([y, y.repeat(3)]))
+    assert not torch.equal(x2[len(x):], x.repeat(3, 1, 1, 1))  # generated, not copies
