@@ -13,3 +13,7 @@ mkdir -p $OUT
   --set train.iterations=600 --confirm-top 3 --confirm-episodes 600 \
   --out $OUT > docs/results/session16/search_vs_base_dagan.txt 2>&1
 cp $OUT/summary.json docs/results/session16/search_vs_base_dagan.json
+# Added in session 17: the search's own summary (every trial's parameters) and the meta-test
+# evaluations, copied next to the table.
+cp $OUT/storage/svb-dagan-seed0.json docs/results/session16/svb-dagan-seed0.json
+cp $OUT/test_evaluations.json docs/results/session16/search_dagan_test_evaluations.json
