@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 # Ports for the tests' servers come from below Linux's ephemeral range (32768+) and above Ray's
@@ -52,6 +54,15 @@ def free_ports(count: int = 1) -> int:
 def free_port() -> int:
     """A TCP port nobody holds now, never handed out before by this process."""
     return free_ports(1)
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port that refuses every connection while the block runs: bound here and never
+    listened on, so no other process (a parallel test part, a Ray worker) can take it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT, tiny_data
-from .services import free_port, free_ports
+from .services import closed_port, free_port, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3]
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
@@ -204,8 +204,9 @@ print(json.dumps({"value": best.value, "trial": best.trial, "accuracy": acc,
 
 def test_cluster_and_api_errors(tmp_path: Path, cluster: dict) -> None:
     space = ROOT / "search_spaces" / "demo.yaml"
-    unreachable = f"http://127.0.0.1:{free_port()}"
-    r = cli(cluster, "submit", str(space), "--address", unreachable, "--storage", "s3://metagan/x")
+    with closed_port() as port:
+        r = cli(cluster, "submit", str(space), "--address", f"http://127.0.0.1:{port}",
+                "--storage", "s3://metagan/x")
     assert r.returncode == 5 and "cannot reach the Ray dashboard" in r.stderr, r.stderr
     r = cli(cluster, "submit", str(space), "--address", cluster["address"],
             "--storage", "s3://missing-bucket/x")

@@ -301,12 +301,13 @@ def test_search_gives_up_on_an_unreachable_cluster_in_seconds(place: Path, capsy
 
     import metagan.tune.search  # noqa: F401  (Ray's import time is not what is measured)
 
-    from .services import free_port
+    from .services import closed_port
 
     start = time.monotonic()
-    refused(place, capsys, ["search", str(place / "space.yaml"), "--name", "ok", "--storage",
-                            str(place / "store"), "--address", f"127.0.0.1:{free_port()}"], 5,
-            "no Ray cluster answers")
+    with closed_port() as port:
+        refused(place, capsys, ["search", str(place / "space.yaml"), "--name", "ok", "--storage",
+                                str(place / "store"), "--address", f"127.0.0.1:{port}"], 5,
+                "no Ray cluster answers")
     assert time.monotonic() - start < 60  # Ray's own client retries for minutes
 
 

@@ -278,13 +278,14 @@ def test_keep_base_finds_the_base_trial_and_answers_by_the_paired_rule(
 
 def test_unreachable_or_missing_bucket_fails_before_any_trial(tmp_path: Path, s3: dict) -> None:
     space = write_space(tmp_path / "space.yaml")
-    from .services import free_port
+    from .services import closed_port
 
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", str(space),
-                        "--storage", "s3://metagan/x"], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
+    with closed_port() as port:
+        env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        r = subprocess.run([sys.executable, "-m", "metagan.cli", "search", str(space),
+                            "--storage", "s3://metagan/x"], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 4, r.stderr
     assert "endpoint unreachable" in r.stderr and "Traceback" not in r.stderr
     assert time.monotonic() - start < 60
