@@ -577,6 +577,38 @@ def test_a_relative_data_root_runs_every_trial(tmp_path: Path, s3: dict, ray_clu
     assert all(t["error"] is None and t["iteration"] == 10 for t in result["trials"]), result
 
 
+def test_trials_of_one_pretraining_key_share_one_stored_gan(tmp_path: Path, s3: dict,
+                                                            ray_cluster: str) -> None:
+    """DAGAN trials that differ only in keys outside the pre-training key (the fakes' weight,
+    the learning rate) share one stored G: the first to need it trains and stores it under a
+    lock, the others load it, and so does a later search."""
+    cache = tmp_path / "cache"
+    space = write_space(tmp_path / "space.yaml", iterations=4, samples=3, scheduler="none",
+                        step=2)
+    data = yaml.safe_load(space.read_text())
+    data["base"]["method"] = "dagan"
+    data["base"]["gan"] = {"augment": 1, "pretrain_steps": 2, "critic_steps": 2, "width": 8,
+                           "z_dim": 8}
+    data["base"]["data"] = {"cache_dir": str(cache)}
+    data["space"] = {"gan.fake_weight": {"choice": [0.5, 1.0]},
+                     "optim.lr": {"loguniform": [1e-4, 1e-2]}}
+    space.write_text(yaml.safe_dump(data))
+    runs = []
+    for name in ("shared-gan", "shared-gan-again"):
+        out = tmp_path / f"{name}.json"
+        r = subprocess.run(search_cmd(space, name, ray_cluster, "--json", str(out)),
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        result = json.loads(out.read_text())
+        assert len(result["trials"]) == 3
+        assert all(t["error"] is None and t["iteration"] == 4 for t in result["trials"]), result
+        assert len({json.dumps(t["params"], sort_keys=True) for t in result["trials"]}) > 1
+        stored = sorted((cache / "dagan").glob("*.pt"))
+        runs.append([(p.name, p.stat().st_mtime_ns) for p in stored])
+    assert len(runs[0]) == 1, runs  # one key, one pre-training
+    assert runs[1] == runs[0]  # the later search loaded it: the file was not written again
+
+
 def test_the_best_model_of_a_search_classifies_your_files_without_the_data(
         tmp_path: Path, s3: dict, ray_cluster: str, omniglot_folder: Path) -> None:
     """A search trains on a character folder that is then gone; in a fresh process with no Ray,
