@@ -506,11 +506,18 @@ def test_reptile_cannot_weigh_fakes() -> None:
     build_config(tiny_data("reptile", **DAGAN))  # unweighted fakes are fine
 
 
-def test_the_loop_iterations_are_meta_updates_whatever_the_pretraining() -> None:
-    # Pre-training no longer takes loop iterations: any length fits any train.iterations.
-    cfg = build_config(tiny_data("protonet", **{**DAGAN, "gan.pretrain_steps": 50,
-                                                "train.iterations": 3}))
-    assert cfg.gan.pretrain_steps > cfg.train.iterations
+def test_the_loop_iterations_are_meta_updates_whatever_the_pretraining(
+        splits: Splits, count_pretraining: list[int], tmp_path: Path) -> None:
+    """Pre-training takes no loop iteration: a search's iteration count (ASHA's time) is the
+    meta-learner's update count, whatever the pre-training length."""
+    cfg = build_config(tiny_data("protonet", **{**DAGAN, "gan.pretrain_steps": 5,
+                                                "train.iterations": 3,
+                                                "data.cache_dir": str(tmp_path)}))
+    assert cfg.gan.pretrain_steps > cfg.train.iterations  # accepted
+    loop = EpisodeLoop(cfg, splits=splits)
+    reported = [loop.step()["iteration"] for _ in range(3)]
+    assert reported == [1, 2, 3] and loop.updates["meta"] == 3
+    assert count_pretraining == [1] and method_of(loop).pretraining["steps"] == 5
 
 
 # -- fidelity of samples to their source character ------------------------------------------------
