@@ -15,16 +15,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def benchmark_module(name: str) -> ModuleType:
+    """benchmarks/NAME.py imported as the module NAME (registered, so other scripts import it)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def gan_table() -> Iterator[ModuleType]:
     """The benchmark script as a module (its --threads 1 undone afterwards)."""
     threads = torch.get_num_threads()
-    spec = importlib.util.spec_from_file_location("gan_table", ROOT / "benchmarks" / "gan_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gan_table"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield benchmark_module("gan_table")
     torch.set_num_threads(threads)
 
 
@@ -248,18 +253,10 @@ def test_the_low_data_classifier_trains_each_variant_on_the_same_real_drawings(
     three variants train on the same k drawings per character, DAGAN's with `fakes` samples
     of each drawing added under its label, affine jitter's with a jitter generator, and all
     are scored on the same held-out drawings."""
-    from metagan.loop import EpisodeLoop
+    from .test_dagan import dagan_loop
 
-    from .conftest import tiny_config
-
-    spec = importlib.util.spec_from_file_location("dagan_samples",
-                                                  ROOT / "benchmarks" / "dagan_samples.py")
-    assert spec is not None and spec.loader is not None
-    samples = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(samples)
-    loop = EpisodeLoop(tiny_config("protonet", **{
-        "method": "dagan", "gan.augment": 2, "gan.pretrain_steps": 2, "gan.critic_steps": 2,
-        "gan.width": 8, "gan.z_dim": 8}))
+    samples = benchmark_module("dagan_samples")  # imports gan_table, which the fixture loaded
+    loop = dagan_loop("protonet")
     trained: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
     real_train = samples.train_classifier
 
